@@ -1,0 +1,18 @@
+"""API key authentication for every resource that declares `auth_required`."""
+import falcon
+
+from services.gateway.errors import ApiError
+
+
+class ApiKeyAuth:
+    def __init__(self, keys):
+        self.keys = keys
+
+    def process_resource(self, req, resp, resource, params):
+        if not getattr(resource, "auth_required", False):
+            return
+        key = req.get_header("X-API-Key") or req.get_param("api_key")
+        if not key:
+            raise ApiError(falcon.HTTP_401, "missing API key: send the X-API-Key header or ?api_key=", "X-API-Key")
+        if not self.keys.verify(key):
+            raise ApiError(falcon.HTTP_403, "invalid API key", "X-API-Key")

@@ -1,0 +1,96 @@
+"""The `gaze` command line: migrations, API keys, running services and the whole stack.
+
+Imports stay inside the commands: `gaze service` must patch eventlet before psycopg is imported.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SUPERVISOR_CONF = ROOT / "deploy" / "supervisord.conf"
+MIGRATING_SERVICES = ("gateway", "presets", "jobs")
+
+
+def cmd_migrate(args, settings=None):
+    from shared import config, migrate
+
+    settings = settings or config.load()
+    migrate.ensure_database(settings.database_url)
+    for service in MIGRATING_SERVICES:
+        applied = migrate.apply(settings.database_url, service, ROOT / "services" / service / "migrations")
+        print(f"migrations: {service}: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+
+
+def _key_store(settings):
+    from shared.db import open_pool
+    from services.gateway.api_keys import ApiKeyStore
+
+    return ApiKeyStore(open_pool(settings.database_url, max_size=1, name="cli"))
+
+
+def cmd_api_key(args):
+    from shared import config
+
+    store = _key_store(config.load())
+    if args.action == "regenerate":
+        print("New API key (shown once; the previous key no longer works):", file=sys.stderr)
+        print(store.regenerate())
+    else:
+        key = store.ensure()
+        print(key if key else "An API key already exists (gaze api-key regenerate makes a new one).")
+
+
+def cmd_service(args):
+    from shared.runner import run
+
+    run(args.name)
+
+
+def cmd_up(args):
+    """Migrate, make sure an API key exists (print it the first time), then supervise every process."""
+    from shared import config
+
+    settings = config.load()
+    cmd_migrate(args, settings)
+    key = _key_store(settings).ensure()
+    run_dir = Path(os.environ.get("GAZE_RUN_DIR", ROOT / "var" / "run")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    Path(settings.media_root).mkdir(parents=True, exist_ok=True)
+    bar = "=" * 72
+    print(bar)
+    print(f"GAZE is starting on {settings.public_url}  ({args.generators} generator replica(s), "
+          f"backend: {settings.backend})")
+    if key:
+        print("Your API key (shown once; `gaze api-key regenerate` makes a new one):")
+        print(f"    {key}")
+    else:
+        print("API key: already created earlier; run `gaze api-key regenerate` for a new one.")
+    print("Stop with Ctrl-C.")
+    print(bar, flush=True)
+    env = dict(os.environ, GAZE_GENERATORS=str(args.generators), GAZE_RUN_DIR=str(run_dir),
+               GAZE_ROOT=str(ROOT), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    supervisord = shutil.which("supervisord", path=env["PATH"])
+    os.execve(supervisord, [supervisord, "--nodaemon", "--configuration", str(SUPERVISOR_CONF)], env)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="gaze", description="GAZE image generation service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create the database if needed and apply every service's migrations")
+    keys = sub.add_parser("api-key", help="manage the REST API key")
+    keys.add_argument("action", choices=["regenerate", "ensure"])
+    service = sub.add_parser("service", help="run one nameko service in the foreground")
+    service.add_argument("name", choices=["presets", "jobs", "generator"])
+    up = sub.add_parser("up", help="run the whole stack (gateway, presets, jobs, generators) until Ctrl-C")
+    up.add_argument("--generators", type=int, default=int(os.environ.get("GENERATORS", "1")),
+                    help="generator replicas (default: $GENERATORS or 1)")
+    args = parser.parse_args(argv)
+    {"migrate": cmd_migrate, "api-key": cmd_api_key, "service": cmd_service, "up": cmd_up}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Every error the gateway can return, mapped in one place to a status and a JSON body:
+{"error": "<what went wrong>", "field": "<which field>" (when one is to blame), "status": <code>}."""
+from __future__ import annotations
+
+import json
+import logging
+
+import falcon
+from nameko.exceptions import RpcTimeout
+
+from shared.errors import Conflict, InvalidField, NotFound
+from services.gateway.rpc import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(falcon.HTTPError):
+    def __init__(self, status, message, field=None, headers=None):
+        super().__init__(status, title=message, description=message, headers=headers)
+        self.field = field
+
+
+def serialize(req, resp, exc):
+    body = {"error": exc.description or exc.title, "status": int(exc.status_code)}
+    if getattr(exc, "field", None):
+        body["field"] = exc.field
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps(body)
+
+
+def _raise(status, message_of, field_of=lambda exc: None, headers=None):
+    def handler(req, resp, exc, params):
+        raise ApiError(status, message_of(exc), field_of(exc), headers=headers)
+    return handler
+
+
+def _unexpected(req, resp, exc, params):
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    raise ApiError(falcon.HTTP_500, "internal error; the gateway log has the details")
+
+
+HANDLERS = [
+    (Exception, _unexpected),
+    (NotFound, _raise(falcon.HTTP_404, lambda e: str(e))),
+    (InvalidField, _raise(falcon.HTTP_400, lambda e: f"{e.field}: {e.message}", lambda e: e.field)),
+    (Conflict, _raise(falcon.HTTP_409, lambda e: f"{e.field}: {e.message}", lambda e: e.field)),
+    (RpcTimeout, _raise(falcon.HTTP_504, lambda e: "a backend service did not answer in time")),
+    (ServiceUnavailable, _raise(falcon.HTTP_503, lambda e: str(e), headers={"Retry-After": "5"})),
+]
+
+
+def register(app: falcon.App) -> None:
+    app.set_error_serializer(serialize)
+    for exc_type, handler in HANDLERS:
+        app.add_error_handler(exc_type, handler)

@@ -1,0 +1,56 @@
+"""Reading and validating request input; every failure names the field at fault."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import falcon
+from pydantic import ValidationError
+
+from shared.schemas import SLUG_RE, GenerateRequest, first_error
+from services.gateway.errors import ApiError
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json_object(req, limit: int) -> dict:
+    """The body as a dict. Empty means {}; the Content-Type is not required to be exact because
+    `curl -d` sends form encoding by default and a user should not be punished for it."""
+    if req.content_length is not None and req.content_length > limit:
+        raise ApiError(falcon.HTTP_413, f"body larger than {limit} bytes", "body")
+    raw = req.bounded_stream.read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(falcon.HTTP_413, f"body larger than {limit} bytes", "body")
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(falcon.HTTP_400, "body: not valid JSON", "body") from None
+    if not isinstance(data, dict):
+        raise ApiError(falcon.HTTP_400, "body: must be a JSON object", "body")
+    return data
+
+
+def generate_request(data: dict, settings) -> GenerateRequest:
+    try:
+        return GenerateRequest.model_validate(
+            data, context={"max_dimension": settings.max_dimension, "max_prompt_chars": settings.max_prompt_chars})
+    except ValidationError as exc:
+        field, message = first_error(exc)
+        raise ApiError(falcon.HTTP_400, f"{field}: {message}", field) from None
+
+
+def preset_slug(slug: str) -> str:
+    if not SLUG_RE.match(slug):
+        raise ApiError(falcon.HTTP_404, f"preset not found: {slug}", "slug")
+    return slug
+
+
+def job_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ApiError(falcon.HTTP_404, f"job not found: {value}", "job_id") from None

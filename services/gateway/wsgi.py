@@ -1,0 +1,17 @@
+"""The WSGI entry point gunicorn loads in each worker (after the fork: preload is off)."""
+import logging
+
+from shared import config
+from shared.db import open_pool
+from services.gateway.api_keys import ApiKeyStore
+from services.gateway.app import create_app
+from services.gateway.rpc import RpcPool
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway[%(process)d] %(levelname)s %(name)s: %(message)s")
+
+settings = config.load()
+app = create_app(
+    settings,
+    rpc=RpcPool(settings.amqp_uri, settings.rpc_timeout, size=settings.gateway_threads),
+    keys=ApiKeyStore(open_pool(settings.database_url, max_size=settings.gateway_threads, name="gateway")),
+)

@@ -1,0 +1,130 @@
+"""The `jobs` nameko service: creates jobs, hands them to the generators, records their events."""
+import logging
+import secrets
+import uuid
+
+from nameko.dependency_providers import Config
+from nameko.events import event_handler
+from nameko.messaging import Publisher
+from nameko.rpc import rpc
+
+from shared import events
+from shared.config import from_nameko
+from shared.errors import EXPECTED, InvalidField
+from shared.media import image_url
+from shared.schemas import GenerationSpec
+from shared.timers import configured_timer
+from services.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+SEED_BITS = 50  # the range ComfyUI's UI draws from; any seed up to 2**63-1 is accepted when given
+
+
+def new_seed() -> int:
+    return secrets.randbits(SEED_BITS)
+
+
+class JobsService:
+    name = "jobs"
+
+    store = JobStore()
+    config = Config()
+    publish_work = Publisher(exchange=events.WORK_EXCHANGE, declare=[events.WORK_QUEUE])
+
+    # --- RPC ------------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED)
+    def create(self, spec, count):
+        """Write `count` pending jobs in one transaction, then hand each to the work queue."""
+        spec = GenerationSpec.model_validate(spec)
+        if not 1 <= count <= from_nameko(self.config).max_count:
+            raise InvalidField("count", "out of range")
+        jobs = []
+        for _ in range(count):
+            job_spec = spec.model_copy(update={"seed": spec.seed if spec.seed is not None else new_seed()})
+            jobs.append({"id": str(uuid.uuid4()), "preset_slug": spec.preset_slug, "label": spec.label(),
+                         "spec": job_spec.model_dump(), "seed": job_spec.seed})
+        rows = self.store.create(jobs)
+        self._dispatch([{"id": row["id"], "spec": job["spec"], "created_at": row["created_at"]}
+                        for row, job in zip(rows, jobs)])
+        return [row["id"] for row in rows]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get(self, job_id):
+        return _public(self.store.get(job_id))
+
+    @rpc
+    def list(self, limit=50):
+        return [_public(row) for row in self.store.recent(min(int(limit), 500))]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def claim(self, job_id, replica, redelivered=False):
+        run, attempt, reason = self.store.claim(job_id, replica, redelivered, from_nameko(self.config).max_attempts)
+        return events.ClaimResult(run=run, attempt=attempt, reason=reason).model_dump()
+
+    # --- generator events -------------------------------------------------------------------------
+    @event_handler(events.EVENT_SOURCE, events.JOB_STARTED)
+    def on_started(self, payload):
+        event = events.JobStarted.model_validate(payload)
+        self.store.started(event.job_id, event.replica)
+
+    @event_handler(events.EVENT_SOURCE, events.JOB_PROGRESS)
+    def on_progress(self, payload):
+        event = events.JobProgress.model_validate(payload)
+        self.store.progress(event.job_id, event.value, event.max)
+
+    @event_handler(events.EVENT_SOURCE, events.JOB_COMPLETED)
+    def on_completed(self, payload):
+        event = events.JobCompleted.model_validate(payload)
+        result = {"image_url": image_url(event.relative_path), "relative_path": event.relative_path,
+                  "seed": event.seed, "width": event.width, "height": event.height,
+                  "generation_seconds": event.generation_seconds}
+        if not self.store.completed(event.job_id, event.replica, result):
+            log.info("job %s: completion ignored, job already finished", event.job_id)
+
+    @event_handler(events.EVENT_SOURCE, events.JOB_FAILED)
+    def on_failed(self, payload):
+        event = events.JobFailed.model_validate(payload)
+        if not self.store.failed(event.job_id, event.replica, event.error):
+            log.info("job %s: failure ignored, job already finished", event.job_id)
+
+    # --- outbox sweep -----------------------------------------------------------------------------
+    @configured_timer("dispatch_sweep_seconds")
+    def redispatch(self):
+        """Hand over jobs that were written but never published (the process died in between)."""
+        grace = from_nameko(self.config).dispatch_sweep_seconds
+        stranded = self.store.undispatched(older_than_seconds=grace)
+        if stranded:
+            log.warning("re-dispatching %d job(s) that were never handed to the generators", len(stranded))
+            self._dispatch(stranded)
+
+    def _dispatch(self, jobs):
+        for job in jobs:
+            order = events.WorkOrder(job_id=job["id"], spec=job["spec"], created_at=job["created_at"])
+            self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
+            log.info("job %s: queued", job["id"])
+        self.store.mark_dispatched([job["id"] for job in jobs])
+
+
+def _public(row):
+    """The job as the API shows it: the guide's fields first, our extra bookkeeping beside them."""
+    done = row["status"] == "done"
+    return {
+        "id": row["id"],
+        "label": row["label"],
+        "status": row["status"],
+        "error": row["error"],
+        "result": row["result"] if done else None,
+        "preset": row["preset_slug"],
+        "attempts": row["attempts"],
+        "replica": row["replica"],
+        "progress": ({"value": row["progress_value"], "max": row["progress_max"]}
+                     if row["progress_max"] else None),
+        "created_at": _float(row["created_at"]),
+        "started_at": _float(row["started_at"]),
+        "finished_at": _float(row["finished_at"]),
+    }
+
+
+def _float(value):
+    return None if value is None else float(value)

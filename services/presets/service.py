@@ -1,0 +1,60 @@
+"""The `presets` nameko service: owns presets and resolves them into generation specs."""
+from nameko.dependency_providers import Config
+from nameko.rpc import rpc
+from pydantic import ValidationError
+
+from shared.config import from_nameko
+from shared.errors import EXPECTED, InvalidField
+from shared.schemas import PresetFields, first_error
+from services.presets.resolve import resolve
+from services.presets.store import PresetStore
+
+
+def _summary(row):
+    return {"preset_id": row["slug"], "slug": row["slug"], "name": row["name"],
+            "has_cover": row["cover_path"] is not None, "cover_path": row["cover_path"]}
+
+
+def _validated(fields: dict) -> dict:
+    try:
+        return PresetFields.model_validate(fields).model_dump()
+    except ValidationError as exc:
+        raise InvalidField(*first_error(exc)) from None
+
+
+class PresetsService:
+    name = "presets"
+
+    store = PresetStore()
+    config = Config()
+
+    @rpc
+    def list(self):
+        return [_summary(row) for row in self.store.list()]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def get(self, slug):
+        return self.store.get(slug)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def resolve(self, slug, overrides):
+        known = from_nameko(self.config).checkpoints
+        return resolve(self.store.get(slug), overrides, known).model_dump()
+
+    @rpc(expected_exceptions=EXPECTED)
+    def create(self, fields):
+        return self.store.create(_validated(fields))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def update(self, slug, fields):
+        current = self.store.get(slug)
+        editable = {name: current[name] for name in PresetFields.model_fields}
+        return self.store.update(slug, _validated({**editable, **fields, "slug": slug}))
+
+    @rpc(expected_exceptions=EXPECTED)
+    def delete(self, slug):
+        self.store.delete(slug)
+
+    @rpc(expected_exceptions=EXPECTED)
+    def set_cover(self, slug, relative_path):
+        return _summary(self.store.set_cover(slug, relative_path))

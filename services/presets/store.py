@@ -1,0 +1,70 @@
+"""SQL for the presets schema; nothing outside this module knows the table layout."""
+from __future__ import annotations
+
+from psycopg.errors import UniqueViolation
+
+from shared.db import Database
+from shared.errors import Conflict, NotFound
+
+COLUMNS = "slug, name, prompt, negative, checkpoint, width, height, steps, cfg, sampler, cover_path"
+EDITABLE = ("name", "prompt", "negative", "checkpoint", "width", "height", "steps", "cfg", "sampler")
+
+
+class PresetRepository:
+    def __init__(self, pool):
+        self.pool = pool
+
+    def list(self) -> list[dict]:
+        with self.pool.connection() as conn:
+            return conn.execute(f"SELECT {COLUMNS} FROM presets.presets ORDER BY created_at, slug").fetchall()
+
+    def get(self, slug: str) -> dict:
+        with self.pool.connection() as conn:
+            row = conn.execute(f"SELECT {COLUMNS} FROM presets.presets WHERE slug = %s", (slug,)).fetchone()
+        if row is None:
+            raise NotFound("preset", slug)
+        return row
+
+    def create(self, fields: dict) -> dict:
+        names = ", ".join(fields)
+        marks = ", ".join(["%s"] * len(fields))
+        try:
+            with self.pool.connection() as conn:
+                return conn.execute(
+                    f"INSERT INTO presets.presets ({names}) VALUES ({marks}) RETURNING {COLUMNS}",
+                    tuple(fields.values()),
+                ).fetchone()
+        except UniqueViolation:
+            raise Conflict("slug", f"a preset with slug '{fields['slug']}' already exists") from None
+
+    def update(self, slug: str, fields: dict) -> dict:
+        changes = {k: v for k, v in fields.items() if k in EDITABLE}
+        assignments = ", ".join(f"{name} = %s" for name in changes)
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                f"UPDATE presets.presets SET {assignments}, updated_at = now() WHERE slug = %s RETURNING {COLUMNS}",
+                (*changes.values(), slug),
+            ).fetchone()
+        if row is None:
+            raise NotFound("preset", slug)
+        return row
+
+    def delete(self, slug: str) -> None:
+        with self.pool.connection() as conn:
+            if conn.execute("DELETE FROM presets.presets WHERE slug = %s", (slug,)).rowcount == 0:
+                raise NotFound("preset", slug)
+
+    def set_cover(self, slug: str, relative_path) -> dict:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                f"UPDATE presets.presets SET cover_path = %s, updated_at = now() WHERE slug = %s RETURNING {COLUMNS}",
+                (relative_path, slug),
+            ).fetchone()
+        if row is None:
+            raise NotFound("preset", slug)
+        return row
+
+
+class PresetStore(Database):
+    def get_dependency(self, worker_ctx):
+        return PresetRepository(self.pool)

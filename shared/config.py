@@ -1,0 +1,109 @@
+"""All configuration, read from environment variables in one place.
+
+Every process (gateway, services, CLI) calls `load()` once at start-up; nameko services receive the
+values through their container config (see `nameko_config`) so tests can hand them their own.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+
+
+def _int(env, name, default):
+    raw = env.get(name)
+    return default if raw in (None, "") else int(raw)
+
+
+def _float(env, name, default):
+    raw = env.get(name)
+    return default if raw in (None, "") else float(raw)
+
+
+def _list(env, name, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEFAULT_CHECKPOINTS = (
+    "Illustrious/model.safetensors",
+    "SDXL/sd_xl_base_1.0.safetensors",
+    "SD15/v1-5-pruned-emaonly.safetensors",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    amqp_uri: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/gaze"
+    media_root: str = "var/media"
+    bind: str = "0.0.0.0:5782"
+    public_url: str = "http://localhost:5782"
+    # gateway
+    gateway_workers: int = 2
+    gateway_threads: int = 8
+    rpc_timeout: float = 10.0
+    max_body_bytes: int = 64 * 1024
+    # validation
+    max_count: int = 20
+    max_dimension: int = 2048
+    max_prompt_chars: int = 2000
+    checkpoints: list = field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
+    # services
+    heartbeat: int = 60
+    service_workers: int = 10
+    db_pool_size: int = 10
+    # jobs
+    dispatch_sweep_seconds: float = 10.0
+    max_attempts: int = 3
+    # generator
+    backend: str = "preview"
+    replica_name: str = ""
+    simulated_gpu_seconds: float = 0.2
+
+    def nameko_config(self, **overrides) -> dict:
+        """The container config a nameko service runs with; DependencyProviders read from it."""
+        config = {
+            "AMQP_URI": self.amqp_uri,
+            "HEARTBEAT": self.heartbeat,
+            "max_workers": self.service_workers,
+            "serializer": "json",
+            "GAZE": asdict(self),
+        }
+        config.update(overrides)
+        return config
+
+
+def load(env=None) -> Settings:
+    env = os.environ if env is None else env
+    d = Settings()
+    return Settings(
+        amqp_uri=env.get("GAZE_AMQP_URI", d.amqp_uri),
+        database_url=env.get("GAZE_DATABASE_URL", d.database_url),
+        media_root=str(Path(env.get("GAZE_MEDIA_ROOT", d.media_root)).resolve()),
+        bind=env.get("GAZE_BIND", d.bind),
+        public_url=env.get("GAZE_PUBLIC_URL", d.public_url),
+        gateway_workers=_int(env, "GAZE_GATEWAY_WORKERS", d.gateway_workers),
+        gateway_threads=_int(env, "GAZE_GATEWAY_THREADS", d.gateway_threads),
+        rpc_timeout=_float(env, "GAZE_RPC_TIMEOUT", d.rpc_timeout),
+        max_body_bytes=_int(env, "GAZE_MAX_BODY_BYTES", d.max_body_bytes),
+        max_count=_int(env, "GAZE_MAX_COUNT", d.max_count),
+        max_dimension=_int(env, "GAZE_MAX_DIMENSION", d.max_dimension),
+        max_prompt_chars=_int(env, "GAZE_MAX_PROMPT_CHARS", d.max_prompt_chars),
+        checkpoints=_list(env, "GAZE_CHECKPOINTS", DEFAULT_CHECKPOINTS),
+        heartbeat=_int(env, "GAZE_HEARTBEAT", d.heartbeat),
+        service_workers=_int(env, "GAZE_SERVICE_WORKERS", d.service_workers),
+        db_pool_size=_int(env, "GAZE_DB_POOL_SIZE", d.db_pool_size),
+        dispatch_sweep_seconds=_float(env, "GAZE_DISPATCH_SWEEP_SECONDS", d.dispatch_sweep_seconds),
+        max_attempts=_int(env, "GAZE_MAX_ATTEMPTS", d.max_attempts),
+        backend=env.get("GAZE_BACKEND", d.backend),
+        replica_name=env.get("GAZE_REPLICA_NAME", d.replica_name),
+        simulated_gpu_seconds=_float(env, "GAZE_SIMULATED_GPU_SECONDS", d.simulated_gpu_seconds),
+    )
+
+
+def from_nameko(config: dict) -> Settings:
+    """Rebuild Settings inside a nameko container from the dict `nameko_config` put there."""
+    return Settings(**config["GAZE"])

@@ -1,0 +1,49 @@
+"""Typed errors that cross the RPC boundary.
+
+Registered with nameko's `remote_error`, so a caller of `presets.resolve` gets a real `NotFound` /
+`InvalidField` instance back instead of a generic RemoteError, and the gateway maps each to an HTTP
+status in one table.
+"""
+from nameko.exceptions import remote_error
+
+
+@remote_error("shared.errors.NotFound")
+class NotFound(Exception):
+    """The named thing (a preset slug, a job id) does not exist."""
+
+    def __init__(self, kind, key):
+        super().__init__(kind, key)
+        self.kind = kind
+        self.key = key
+
+    def __str__(self):
+        return f"{self.kind} not found: {self.key}"
+
+
+@remote_error("shared.errors.InvalidField")
+class InvalidField(Exception):
+    """A request field has a value the service cannot accept; `field` names it."""
+
+    def __init__(self, field, message):
+        super().__init__(field, message)
+        self.field = field
+        self.message = message
+
+    def __str__(self):
+        return f"{self.field}: {self.message}"
+
+
+@remote_error("shared.errors.Conflict")
+class Conflict(Exception):
+    """The request clashes with existing state (e.g. a slug already taken)."""
+
+    def __init__(self, field, message):
+        super().__init__(field, message)
+        self.field = field
+        self.message = message
+
+    def __str__(self):
+        return f"{self.field}: {self.message}"
+
+
+EXPECTED = (NotFound, InvalidField, Conflict)

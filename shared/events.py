@@ -1,0 +1,87 @@
+"""The messaging contract: the work queue the generators share, and the job events they publish.
+
+Sender and receiver both import from here, so names and payloads are defined exactly once.
+
+Job events are ordinary nameko events: published by the `generator` service on the topic exchange
+`generator.events` with the event name as routing key, JSON-encoded, persistent. Any outside program
+can bind its own queue to that exchange (see examples/job_subscriber.py).
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from kombu import Exchange, Queue
+from pydantic import BaseModel, Field
+
+from shared.schemas import GenerationSpec
+
+# --- work queue -------------------------------------------------------------------------------
+# Declared by both the jobs service (publisher) and the generators (consumers), so a job published
+# before any generator ever started waits in the queue instead of being dropped by an unbound exchange.
+WORK_EXCHANGE = Exchange("gaze.work", type="direct", durable=True)
+WORK_ROUTING_KEY = "generate"
+WORK_QUEUE = Queue("gaze.generate", exchange=WORK_EXCHANGE, routing_key=WORK_ROUTING_KEY, durable=True)
+
+
+class WorkOrder(BaseModel):
+    """One job handed to the generators."""
+
+    job_id: str
+    spec: GenerationSpec
+    created_at: float
+
+
+# --- job events -------------------------------------------------------------------------------
+EVENT_SOURCE = "generator"               # nameko service name that dispatches them
+EVENTS_EXCHANGE = f"{EVENT_SOURCE}.events"
+
+JOB_STARTED = "job_started"
+JOB_PROGRESS = "job_progress"
+JOB_COMPLETED = "job_completed"
+JOB_FAILED = "job_failed"
+
+
+def _now():
+    return time.time()
+
+
+class JobStarted(BaseModel):
+    job_id: str
+    replica: str
+    attempt: int
+    at: float = Field(default_factory=_now)
+
+
+class JobProgress(BaseModel):
+    job_id: str
+    value: int
+    max: int
+    at: float = Field(default_factory=_now)
+
+
+class JobCompleted(BaseModel):
+    job_id: str
+    replica: str
+    relative_path: str
+    seed: int
+    width: int
+    height: int
+    generation_seconds: float
+    metadata: dict
+    at: float = Field(default_factory=_now)
+
+
+class JobFailed(BaseModel):
+    job_id: str
+    replica: str
+    error: str
+    at: float = Field(default_factory=_now)
+
+
+class ClaimResult(BaseModel):
+    """What `jobs.claim` answers a generator: run the job (with this attempt number) or skip it."""
+
+    run: bool
+    attempt: int = 0
+    reason: Optional[str] = None
