@@ -1,13 +1,13 @@
 """Typed errors that cross the RPC boundary.
 
-Registered with nameko's `remote_error`, so a caller of `presets.resolve` gets a real `NotFound` /
+Registered with nameko's `deserialize_to_instance`, so a caller of `presets.resolve` gets a real `NotFound` /
 `InvalidField` instance back instead of a generic RemoteError, and the gateway maps each to an HTTP
 status in one table.
 """
-from nameko.exceptions import remote_error
+from nameko.exceptions import deserialize_to_instance
 
 
-@remote_error("shared.errors.NotFound")
+@deserialize_to_instance
 class NotFound(Exception):
     """The named thing (a preset slug, a job id) does not exist."""
 
@@ -20,7 +20,7 @@ class NotFound(Exception):
         return f"{self.kind} not found: {self.key}"
 
 
-@remote_error("shared.errors.InvalidField")
+@deserialize_to_instance
 class InvalidField(Exception):
     """A request field has a value the service cannot accept; `field` names it."""
 
@@ -33,7 +33,7 @@ class InvalidField(Exception):
         return f"{self.field}: {self.message}"
 
 
-@remote_error("shared.errors.Conflict")
+@deserialize_to_instance
 class Conflict(Exception):
     """The request clashes with existing state (e.g. a slug already taken)."""
 

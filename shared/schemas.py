@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_SEED = 2**63 - 1  # stored as Postgres bigint; ComfyUI accepts up to 2**64-1, so every value fits
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -12,6 +12,15 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # no "..", no control characters. The known list (config or the GPU node) is checked by the presets
 # service; this pattern only keeps obviously hostile strings out of logs and lookups.
 CHECKPOINT_RE = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_.\- /]{1,200}$")
+
+
+def _checkpoint_path(value: str) -> str:
+    if not CHECKPOINT_RE.match(value):
+        raise ValueError("must be a relative checkpoint path such as 'Illustrious/model.safetensors'")
+    return value
+
+
+CheckpointPath = Annotated[str, AfterValidator(_checkpoint_path)]
 
 
 class FieldError(ValueError):
@@ -29,19 +38,12 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     count: int = Field(1, ge=1, le=20)
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[CheckpointPath] = None
     extra_positive: str = ""
     extra_negative: str = ""
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     width: Optional[int] = None
     height: Optional[int] = None
-
-    @field_validator("checkpoint")
-    @classmethod
-    def _checkpoint_shape(cls, value):
-        if value is not None and not CHECKPOINT_RE.match(value):
-            raise ValueError("must be a relative checkpoint path such as 'Illustrious/model.safetensors'")
-        return value
 
     @field_validator("extra_positive", "extra_negative")
     @classmethod
@@ -135,9 +137,10 @@ class PresetFields(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     prompt: str = Field("", max_length=4000)
     negative: str = Field("", max_length=4000)
-    checkpoint: str = Field(pattern=CHECKPOINT_RE.pattern)
+    checkpoint: CheckpointPath
     width: int = Field(1024, ge=64, le=8192, multiple_of=8)
     height: int = Field(1024, ge=64, le=8192, multiple_of=8)
     steps: int = Field(28, ge=1, le=200)
     cfg: float = Field(6.0, ge=0, le=40)
     sampler: str = Field("euler_ancestral", pattern=r"^[a-z0-9_]{1,64}$")
+

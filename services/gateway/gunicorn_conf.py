@@ -1,7 +1,7 @@
 """gunicorn settings for the gateway, from the same environment as everything else."""
-from shared import config
+from shared.config import load as _load_settings
 
-_settings = config.load()
+_settings = _load_settings()
 
 bind = _settings.bind
 workers = _settings.gateway_workers
