@@ -14,3 +14,6 @@ accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 graceful_timeout = 20
 timeout = 60
+# gunicorn's runtime control socket is one fixed path per user: two stacks on one machine (a dev stack
+# and the test suite's) would fight over it, and nothing here uses it.
+control_socket_disable = True
