@@ -1,5 +1,8 @@
 """Every error the gateway can return, mapped in one place to a status and a JSON body:
-{"error": "<what went wrong>", "field": "<which field>" (when one is to blame), "status": <code>}."""
+{"error": "<what went wrong>", "field": "<which field>" (when one is to blame)}.
+
+No "status" key: the guide's polling loops read `status` from every answer they get, and an error
+must not look like a job state."""
 from __future__ import annotations
 
 import json
@@ -21,7 +24,7 @@ class ApiError(falcon.HTTPError):
 
 
 def serialize(req, resp, exc):
-    body = {"error": exc.description or exc.title, "status": int(exc.status_code)}
+    body = {"error": exc.description or exc.title}
     if getattr(exc, "field", None):
         body["field"] = exc.field
     resp.content_type = falcon.MEDIA_JSON

@@ -20,7 +20,12 @@ def read_json_object(req, limit: int) -> dict:
     `curl -d` sends form encoding by default and a user should not be punished for it."""
     if req.content_length is not None and req.content_length > limit:
         raise ApiError(falcon.HTTP_413, f"body larger than {limit} bytes", "body")
-    raw = req.bounded_stream.read(limit + 1)
+    # No Content-Length (e.g. `Transfer-Encoding: chunked`): Falcon's bounded_stream would read nothing
+    # and the body would silently become "preset defaults". Servers that end wsgi.input at the end of
+    # the body say so with wsgi.input_terminated (gunicorn does); read that stream, still bounded.
+    stream = req.stream if req.content_length is None and req.env.get("wsgi.input_terminated") \
+        else req.bounded_stream
+    raw = stream.read(limit + 1)
     if len(raw) > limit:
         raise ApiError(falcon.HTTP_413, f"body larger than {limit} bytes", "body")
     if not raw.strip():

@@ -1,0 +1,110 @@
+"""The whole stack as a user runs it: `gaze up` (supervisord → gunicorn gateway, presets, jobs and two
+generator replicas) on its own port, database, vhost and media directory."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import create_database, create_vhost, delete_vhost, drop_database
+
+GAZE = str(Path(sys.executable).parent / "gaze")
+STARTUP_SECONDS = 90
+
+
+@dataclass
+class Stack:
+    url: str
+    key: str
+    env: dict
+    media_root: Path
+    log: Path
+
+    def headers(self, key=None):
+        return {"X-API-Key": key or self.key, "Content-Type": "application/json"}
+
+    def get(self, path, **kwargs):
+        kwargs.setdefault("headers", self.headers())
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path, **kwargs):
+        kwargs.setdefault("headers", self.headers())
+        return requests.post(self.url + path, timeout=30, **kwargs)
+
+    def wait_job(self, job_id, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(f"/api/v1/job/{job_id}").json()
+            if job["status"] in ("done", "failed"):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _read_key(log: Path, proc, deadline):
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        match = re.search(r"Your API key.*\n\s+(gz_\S+)", text)
+        if match:
+            return match.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(f"gaze up exited early:\n{text}")
+        time.sleep(0.2)
+    raise AssertionError(f"no API key printed:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    db_name, db_url = create_database("gaze_e2e")
+    vhost, amqp_uri = create_vhost("gaze_e2e")
+    workdir = tmp_path_factory.mktemp("stack")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ,
+               GAZE_DATABASE_URL=db_url, GAZE_AMQP_URI=amqp_uri, GAZE_BIND=f"127.0.0.1:{port}",
+               GAZE_PUBLIC_URL=url, GAZE_MEDIA_ROOT=str(workdir / "media"), GAZE_RUN_DIR=str(workdir / "run"))
+    log = workdir / "stack.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([GAZE, "up", "--generators", "2"], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        key = _read_key(log, proc, deadline)
+        running = Stack(url, key, env, workdir / "media", log)
+        while True:
+            try:
+                # every service answers: presets lists, jobs says "no such job" (404, not 503)
+                if (running.get("/api/v1/presets").status_code == 200
+                        and running.get(f"/api/v1/job/{uuid.uuid4()}").status_code == 404):
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(f"stack did not come up:\n{log.read_text()}")
+            time.sleep(0.3)
+        yield running
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # the log is the first thing to read when an e2e test fails
+        sys.stderr.write(f"\n--- stack log: {log}\n")
+        drop_database(db_name)
+        delete_vhost(vhost)

@@ -1,0 +1,321 @@
+"""JobsService in a real nameko container, against the session's RabbitMQ vhost and PostgreSQL database.
+
+Events are dispatched the way the generators do it (source service "generator"), and the work queue is
+read with kombu like a generator replica would read it."""
+import uuid
+
+import pytest
+from psycopg.types.json import Jsonb
+from nameko.standalone.events import event_dispatcher
+from nameko.standalone.rpc import ServiceRpcProxy
+
+from services.jobs.service import JobsService
+from shared import events
+from shared.errors import InvalidField, NotFound
+from tests.integration.conftest import job_row, make_spec, wait_until
+
+REPLICA = "test-replica"
+
+
+@pytest.fixture
+def jobs_config(settings):
+    # One worker: the container handles one message at a time, so events on the same queue are applied
+    # strictly in the order they were dispatched (used by the "a later marker event was applied" checks).
+    return settings.nameko_config(max_workers=1)
+
+
+@pytest.fixture
+def jobs_container(container_factory, jobs_config, clean_jobs, work_queue):
+    container = container_factory(JobsService, jobs_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def jobs(settings, jobs_container):
+    with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def dispatch(settings):
+    send = event_dispatcher({"AMQP_URI": settings.amqp_uri, "serializer": "json"})
+
+    def dispatch(event_type, event):
+        send(events.EVENT_SOURCE, event_type, event.model_dump())
+
+    return dispatch
+
+
+def started(job_id, replica=REPLICA, attempt=1):
+    return events.JobStarted(job_id=job_id, replica=replica, attempt=attempt)
+
+
+def completed(job_id, relative_path=None, seed=42, replica=REPLICA):
+    relative_path = relative_path or f"presets/example_01/gen_1700000000_{job_id.replace('-', '')}.png"
+    return events.JobCompleted(job_id=job_id, replica=replica, relative_path=relative_path, seed=seed,
+                               width=128, height=128, generation_seconds=0.5, metadata={"backend": "test"})
+
+
+def failed(job_id, error="backend exploded", replica=REPLICA):
+    return events.JobFailed(job_id=job_id, replica=replica, error=error)
+
+
+def status_is(jobs, job_id, status):
+    def check():
+        job = jobs.get(job_id)
+        return job if job["status"] == status else None
+    return check
+
+
+# --- create ----------------------------------------------------------------------------------------
+
+def test_create_writes_pending_rows_and_one_persistent_work_order_per_job(jobs, db, work_queue):
+    ids = jobs.create(make_spec(seed=None), 3)
+
+    assert len(ids) == 3 and len(set(ids)) == 3
+    rows = {row["id"]: row for row in
+            db.execute("SELECT id::text AS id, status, seed, spec, dispatched_at FROM jobs.jobs").fetchall()}
+    assert set(rows) == set(ids)
+    assert all(row["status"] == "pending" for row in rows.values())
+    assert all(row["dispatched_at"] is not None for row in rows.values())
+
+    messages = work_queue.take(3)
+    assert work_queue.drain() == []  # one message per job, not more
+    orders = {}
+    for message in messages:
+        assert message.properties["delivery_mode"] == 2, "work orders must be persistent"
+        assert message.delivery_info["exchange"] == events.WORK_EXCHANGE.name
+        order = events.WorkOrder.model_validate(message.payload)
+        orders[order.job_id] = order
+    assert set(orders) == set(ids)
+
+    seeds = set()
+    for job_id, order in orders.items():
+        assert isinstance(order.spec.seed, int), "a random seed is drawn for every job"
+        assert order.spec.seed == rows[job_id]["seed"] == rows[job_id]["spec"]["seed"]
+        seeds.add(order.spec.seed)
+    assert len(seeds) == 3, "each job gets its own random seed"
+
+
+def test_create_with_a_given_seed_uses_it_for_every_job(jobs, db, work_queue):
+    ids = jobs.create(make_spec(seed=1234567), 2)
+
+    orders = [events.WorkOrder.model_validate(m.payload) for m in work_queue.take(2)]
+    assert {o.job_id for o in orders} == set(ids)
+    assert [o.spec.seed for o in orders] == [1234567, 1234567]
+    assert {job_row(db, job_id)["seed"] for job_id in ids} == {1234567}
+
+
+def test_create_rejects_a_count_out_of_range_and_writes_nothing(jobs, db, work_queue, settings):
+    for count in (0, settings.max_count + 1):
+        with pytest.raises(InvalidField) as err:
+            jobs.create(make_spec(), count)
+        assert err.value.field == "count"
+    assert db.execute("SELECT count(*) AS n FROM jobs.jobs").fetchone()["n"] == 0
+    assert work_queue.drain() == []
+
+
+# --- get ---------------------------------------------------------------------------------------------
+
+def test_get_unknown_or_malformed_id_raises_not_found_at_the_caller(jobs):
+    for job_id in (str(uuid.uuid4()), "not-a-uuid", "", "1; DROP TABLE jobs.jobs", 12345):
+        with pytest.raises(NotFound) as err:
+            jobs.get(job_id)
+        assert err.value.kind == "job"
+        assert err.value.key == str(job_id)  # nameko carries exception args across as text
+
+
+def test_get_of_a_new_job(jobs):
+    [job_id] = jobs.create(make_spec(), 1)
+    job = jobs.get(job_id)
+    assert job["id"] == job_id
+    assert job["status"] == "pending"
+    assert job["result"] is None and job["error"] is None
+    assert job["attempts"] == 0
+    assert job["label"] == "Preset: Example – preview"
+
+
+# --- generator events --------------------------------------------------------------------------------
+
+def test_events_move_a_job_pending_processing_done(jobs, dispatch):
+    [job_id] = jobs.create(make_spec(seed=42), 1)
+    assert jobs.get(job_id)["status"] == "pending"
+
+    dispatch(events.JOB_STARTED, started(job_id))
+    job = wait_until(status_is(jobs, job_id, "processing"), what="processing")
+    assert job["replica"] == REPLICA
+    assert job["started_at"] is not None
+
+    dispatch(events.JOB_PROGRESS, events.JobProgress(job_id=job_id, value=2, max=3))
+    wait_until(lambda: jobs.get(job_id)["progress"] == {"value": 2, "max": 3}, what="progress")
+
+    event = completed(job_id, seed=42)
+    dispatch(events.JOB_COMPLETED, event)
+    job = wait_until(status_is(jobs, job_id, "done"), what="done")
+    assert job["result"]["relative_path"] == event.relative_path
+    assert job["result"]["image_url"] == f"/static/uploads/{event.relative_path}"
+    assert job["result"]["seed"] == 42
+    assert job["error"] is None
+    assert job["finished_at"] >= job["started_at"]
+
+
+def test_failed_event_sets_a_readable_error(jobs, dispatch):
+    [job_id] = jobs.create(make_spec(), 1)
+    dispatch(events.JOB_STARTED, started(job_id))
+    wait_until(status_is(jobs, job_id, "processing"), what="processing")
+
+    dispatch(events.JOB_FAILED, failed(job_id, error="checkpoint SD15/x.safetensors not found"))
+    job = wait_until(status_is(jobs, job_id, "failed"), what="failed")
+    assert job["error"] == "checkpoint SD15/x.safetensors not found"
+    assert job["result"] is None
+    assert job["finished_at"] is not None
+
+
+def test_states_only_move_forward(jobs, dispatch):
+    job_id, m_started, m_failed, m_completed = jobs.create(make_spec(), 4)
+    dispatch(events.JOB_STARTED, started(job_id))
+    first = completed(job_id, seed=1)
+    dispatch(events.JOB_COMPLETED, first)
+    done = wait_until(status_is(jobs, job_id, "done"), what="done")
+
+    # Late and duplicate events for the finished job, each followed by the same kind of event for a marker
+    # job. Each event type has its own queue, and the single-worker container handles one message of a
+    # queue at a time in order: once the marker's event shows, the late one before it was handled too.
+    dispatch(events.JOB_STARTED, started(job_id, replica="late-replica", attempt=2))
+    dispatch(events.JOB_STARTED, started(m_started))
+    wait_until(status_is(jobs, m_started, "processing"), what="marker processing")
+
+    dispatch(events.JOB_PROGRESS, events.JobProgress(job_id=job_id, value=1, max=10))
+    dispatch(events.JOB_PROGRESS, events.JobProgress(job_id=m_started, value=1, max=10))
+    wait_until(lambda: jobs.get(m_started)["progress"] == {"value": 1, "max": 10}, what="marker progress")
+
+    dispatch(events.JOB_FAILED, failed(job_id, error="late failure", replica="late-replica"))
+    dispatch(events.JOB_FAILED, failed(m_failed))
+    wait_until(status_is(jobs, m_failed, "failed"), what="marker failed")
+
+    dispatch(events.JOB_COMPLETED, completed(job_id, relative_path="presets/example_01/duplicate.png", seed=2,
+                                             replica="late-replica"))
+    dispatch(events.JOB_COMPLETED, completed(m_completed))
+    wait_until(status_is(jobs, m_completed, "done"), what="marker done")
+
+    after = jobs.get(job_id)
+    assert after == done, "nothing about a finished job changes"
+    assert after["result"]["relative_path"] == first.relative_path
+    assert after["replica"] == REPLICA and after["error"] is None
+
+    # a failed job is just as final: a late completion does not resurrect it
+    dispatch(events.JOB_COMPLETED, completed(m_failed))
+    dispatch(events.JOB_COMPLETED, completed(m_started))
+    wait_until(status_is(jobs, m_started, "done"), what="second marker done")
+    assert jobs.get(m_failed)["status"] == "failed"
+    assert jobs.get(m_failed)["result"] is None
+
+
+def test_duplicate_completed_is_a_no_op(jobs, dispatch, db):
+    job_id, marker_id = jobs.create(make_spec(), 2)
+    first = completed(job_id, seed=7)
+    dispatch(events.JOB_COMPLETED, first)
+    wait_until(status_is(jobs, job_id, "done"), what="done")
+    before = job_row(db, job_id)
+
+    dispatch(events.JOB_COMPLETED, first)
+    dispatch(events.JOB_COMPLETED, completed(marker_id))
+    wait_until(status_is(jobs, marker_id, "done"), what="marker done")
+
+    assert job_row(db, job_id) == before  # finished_at included: the duplicate did not touch the row
+
+
+# --- claim -------------------------------------------------------------------------------------------
+
+def test_claim_runs_skips_and_retries_up_to_max_attempts(jobs, db, settings):
+    assert settings.max_attempts == 3
+    [job_id] = jobs.create(make_spec(), 1)
+
+    first = jobs.claim(job_id, "replica-a", False)
+    assert first == {"run": True, "attempt": 1, "reason": None}
+    row = job_row(db, job_id)
+    assert (row["status"], row["attempts"], row["replica"]) == ("processing", 1, "replica-a")
+
+    duplicate = jobs.claim(job_id, "replica-b", False)
+    assert duplicate["run"] is False
+    assert "running" in duplicate["reason"]
+    assert job_row(db, job_id)["replica"] == "replica-a"
+
+    retry = jobs.claim(job_id, "replica-b", True)
+    assert retry == {"run": True, "attempt": 2, "reason": None}
+    assert job_row(db, job_id)["replica"] == "replica-b"
+
+    assert jobs.claim(job_id, "replica-a", True) == {"run": True, "attempt": 3, "reason": None}
+
+    exhausted = jobs.claim(job_id, "replica-b", True)
+    assert exhausted["run"] is False
+    job = jobs.get(job_id)
+    assert job["status"] == "failed"
+    assert job["attempts"] == 3
+    assert "attempts" in job["error"] and "3" in job["error"]
+    assert job["finished_at"] is not None
+
+    # and a failed job stays failed
+    assert jobs.claim(job_id, "replica-a", True)["run"] is False
+    assert jobs.get(job_id)["status"] == "failed"
+
+
+def test_claim_of_a_done_job_is_skipped(jobs, dispatch):
+    [job_id] = jobs.create(make_spec(), 1)
+    assert jobs.claim(job_id, "replica-a", False)["run"] is True
+    dispatch(events.JOB_COMPLETED, completed(job_id))
+    wait_until(status_is(jobs, job_id, "done"), what="done")
+
+    for redelivered in (False, True):
+        answer = jobs.claim(job_id, "replica-b", redelivered)
+        assert answer["run"] is False
+        assert "done" in answer["reason"]
+    job = jobs.get(job_id)
+    assert (job["status"], job["attempts"], job["replica"]) == ("done", 1, REPLICA)
+
+
+def test_claim_of_an_unknown_job_is_skipped_and_a_malformed_id_is_not_found(jobs):
+    assert jobs.claim(str(uuid.uuid4()), "replica-a", False)["run"] is False
+    with pytest.raises(NotFound):
+        jobs.claim("nonsense", "replica-a", False)
+
+
+# --- outbox sweep ------------------------------------------------------------------------------------
+
+def _insert_stranded(db, spec, age="1 minute"):
+    """A job row as if the jobs process died between writing it and publishing its work order."""
+    job_id = str(uuid.uuid4())
+    db.execute(
+        "INSERT INTO jobs.jobs (id, preset_slug, label, spec, seed, created_at)"
+        " VALUES (%s, %s, 'Preset: Example – preview', %s, %s, now() - %s::interval)",
+        (job_id, spec["preset_slug"], Jsonb(spec), spec["seed"], age),
+    )
+    assert job_row(db, job_id)["dispatched_at"] is None
+    return job_id
+
+
+def test_sweep_publishes_a_job_that_was_written_but_never_dispatched(
+        container_factory, jobs_config, clean_jobs, work_queue, settings):
+    db = clean_jobs
+    assert settings.dispatch_sweep_seconds <= 1
+    spec = make_spec(seed=99)
+    job_id = _insert_stranded(db, spec)
+    assert work_queue.drain() == []
+
+    container_factory(JobsService, jobs_config).start()
+
+    [message] = work_queue.take(1, timeout=10)
+    assert message.properties["delivery_mode"] == 2
+    order = events.WorkOrder.model_validate(message.payload)
+    assert order.job_id == job_id
+    assert order.spec.model_dump() == spec
+    wait_until(lambda: job_row(db, job_id)["dispatched_at"] is not None, what="dispatched_at set")
+    assert job_row(db, job_id)["status"] == "pending"
+
+    # A later sweep picks up a second stranded job but does not publish the first one again.
+    second_id = _insert_stranded(db, make_spec(seed=100))
+    [message] = work_queue.take(1, timeout=10)
+    assert message.payload["job_id"] == second_id
+    wait_until(lambda: job_row(db, second_id)["dispatched_at"] is not None, what="second dispatched_at set")
+    assert work_queue.drain() == []
