@@ -22,7 +22,7 @@ class ApiKeyStore:
         self.pool = pool
 
     def verify(self, key: str) -> bool:
-        if not key or not key.startswith(KEY_PREFIX) :
+        if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
             return False
         with self.pool.connection() as conn:
             rows = conn.execute(

@@ -34,12 +34,13 @@ class BackendRunner:
         started = time.monotonic()
         job = eventlet.spawn(tpool.execute, self.backend.generate, spec,
                              lambda value, maximum: reports.append((value, maximum)))
-        last_sent = None
-        while not job.dead:
-            eventlet.sleep(PROGRESS_INTERVAL)
+        last_sent, finished, image = None, False, None
+        while not finished:
+            # wake at the latest every PROGRESS_INTERVAL to relay progress, at once when the job ends
+            with eventlet.Timeout(PROGRESS_INTERVAL, False):
+                image = job.wait()
+                finished = True
             last_sent = self._flush(reports, publish_progress, last_sent)
-        image = job.wait()
-        self._flush(reports, publish_progress, last_sent)
         return image, time.monotonic() - started
 
     @staticmethod

@@ -34,7 +34,7 @@ def test_two_slow_queries_overlap(container_factory, settings):
     container.start()
 
     with ClusterRpcProxy({"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as cluster:
-        cluster.sleepy_db.sleep()  # warm up: the pool opens its second connection on demand, not here
+        cluster.sleepy_db.sleep()  # warm up (reply queue, first pool connection) outside the timing
         started = time.monotonic()
         first = cluster.sleepy_db.sleep.call_async()
         second = cluster.sleepy_db.sleep.call_async()

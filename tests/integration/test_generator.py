@@ -1,0 +1,85 @@
+"""GeneratorService with JobsService: jobs created through RPC run to the end, PNGs land in the media root,
+and the job events can be followed by an outside subscriber."""
+import dataclasses
+import io
+from pathlib import Path
+
+import pytest
+from nameko.standalone.rpc import ServiceRpcProxy
+from PIL import Image
+
+from services.generator.service import GeneratorService
+from services.jobs.service import JobsService
+from shared import events
+from tests.integration.conftest import files_for_job, job_row, make_spec, wait_until
+
+
+def start_generator(container_factory, settings, replica_name, **gaze):
+    replica_settings = dataclasses.replace(settings, replica_name=replica_name, **gaze)
+    container = container_factory(GeneratorService, replica_settings.nameko_config(max_workers=1))
+    container.start()
+    return container
+
+
+@pytest.fixture
+def jobs(container_factory, settings, clean_jobs, work_queue):
+    container_factory(JobsService, settings.nameko_config()).start()
+    with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
+        yield proxy
+
+
+def all_finished(db, ids):
+    rows = db.execute("SELECT id::text AS id, status FROM jobs.jobs WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+    return len(rows) == len(ids) and all(row["status"] in ("done", "failed") for row in rows)
+
+
+def test_a_created_job_is_generated_stored_and_announced(container_factory, settings, jobs, db, subscribe):
+    completions = subscribe(events.JOB_COMPLETED)
+    start_generator(container_factory, settings, "gen-solo")
+
+    [job_id] = jobs.create(make_spec(seed=31337, width=160, height=96), 1)
+
+    job = wait_until(lambda: (j := jobs.get(job_id))["status"] in ("done", "failed") and j, what="job finished")
+    assert job["status"] == "done", job["error"]
+    assert job["attempts"] == 1
+    assert job["replica"] == "gen-solo"
+    result = job["result"]
+    assert result["seed"] == 31337
+    assert result["image_url"] == f"/static/uploads/{result['relative_path']}"
+    assert (result["width"], result["height"]) == (160, 96)
+
+    path = Path(settings.media_root) / result["relative_path"]
+    assert path.is_file()
+    assert files_for_job(settings.media_root, job_id) == [path]  # and no temporary file left behind
+    with Image.open(io.BytesIO(path.read_bytes())) as image:
+        assert image.format == "PNG"
+        assert image.size == (160, 96)
+        assert image.text["seed"] == "31337"
+        assert image.text["backend"] == "preview"
+
+    [announced] = wait_until(lambda: completions.of(events.JOB_COMPLETED, job_id), what="job_completed event")
+    assert announced["relative_path"] == result["relative_path"]
+    assert announced["seed"] == 31337
+    assert announced["replica"] == "gen-solo"
+    assert job_row(db, job_id)["seed"] == 31337
+
+
+def test_two_replicas_share_the_work_queue(container_factory, settings, jobs, db, subscribe):
+    started = subscribe(events.JOB_STARTED, events.JOB_FAILED)
+    # The simulated GPU holds a replica for a moment per job, so both replicas are needed to keep up.
+    for name in ("gen-a", "gen-b"):
+        start_generator(container_factory, settings, name, backend="simulated", simulated_gpu_seconds=0.1)
+
+    ids = jobs.create(make_spec(width=64, height=64, steps=1), 10)
+    wait_until(lambda: all_finished(db, ids), timeout=30, what="10 jobs finished")
+
+    rows = db.execute("SELECT id::text AS id, status, error, attempts, replica, result FROM jobs.jobs"
+                      " WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+    assert [row["error"] for row in rows if row["status"] != "done"] == []
+    assert {row["replica"] for row in rows} == {"gen-a", "gen-b"}
+    assert all(row["attempts"] == 1 for row in rows)
+    for row in rows:
+        [path] = files_for_job(settings.media_root, row["id"])
+        assert path == Path(settings.media_root) / row["result"]["relative_path"]
+    assert sorted(p["job_id"] for p in started.of(events.JOB_STARTED)) == sorted(ids), "each job ran once"
+    assert started.of(events.JOB_FAILED) == []
