@@ -47,7 +47,6 @@ class Settings:
     rpc_timeout: float = 10.0
     max_body_bytes: int = 64 * 1024
     # validation
-    max_count: int = 20
     max_dimension: int = 2048
     max_prompt_chars: int = 2000
     checkpoints: list = field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
@@ -79,7 +78,7 @@ class Settings:
 def load(env=None) -> Settings:
     env = os.environ if env is None else env
     d = Settings()
-    return Settings(
+    return _checked(Settings(
         amqp_uri=env.get("GAZE_AMQP_URI", d.amqp_uri),
         database_url=env.get("GAZE_DATABASE_URL", d.database_url),
         media_root=str(Path(env.get("GAZE_MEDIA_ROOT", d.media_root)).resolve()),
@@ -89,7 +88,6 @@ def load(env=None) -> Settings:
         gateway_threads=_int(env, "GAZE_GATEWAY_THREADS", d.gateway_threads),
         rpc_timeout=_float(env, "GAZE_RPC_TIMEOUT", d.rpc_timeout),
         max_body_bytes=_int(env, "GAZE_MAX_BODY_BYTES", d.max_body_bytes),
-        max_count=_int(env, "GAZE_MAX_COUNT", d.max_count),
         max_dimension=_int(env, "GAZE_MAX_DIMENSION", d.max_dimension),
         max_prompt_chars=_int(env, "GAZE_MAX_PROMPT_CHARS", d.max_prompt_chars),
         checkpoints=_list(env, "GAZE_CHECKPOINTS", DEFAULT_CHECKPOINTS),
@@ -101,7 +99,15 @@ def load(env=None) -> Settings:
         backend=env.get("GAZE_BACKEND", d.backend),
         replica_name=env.get("GAZE_REPLICA_NAME", d.replica_name),
         simulated_gpu_seconds=_float(env, "GAZE_SIMULATED_GPU_SECONDS", d.simulated_gpu_seconds),
-    )
+    ))
+
+
+def _checked(settings: Settings) -> Settings:
+    # kombu's consumer loop only sends a heartbeat after a full second of silence; at 2 s RabbitMQ's own
+    # heartbeats (every second) keep it from ever doing so and the broker drops idle services.
+    if 0 < settings.heartbeat < 3:
+        raise ValueError("GAZE_HEARTBEAT must be 0 (off) or at least 3 seconds")
+    return settings
 
 
 def from_nameko(config: dict) -> Settings:

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+MAX_COUNT = 20          # the guide's contract: 1–20 images per request
 MAX_SEED = 2**63 - 1  # stored as Postgres bigint; ComfyUI accepts up to 2**64-1, so every value fits
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # A checkpoint is a relative model path such as "Illustrious/model.safetensors": no absolute paths,
@@ -37,7 +38,7 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    count: int = Field(1, ge=1, le=20)
+    count: int = Field(1, ge=1, le=MAX_COUNT)
     checkpoint: Optional[CheckpointPath] = None
     extra_positive: str = ""
     extra_negative: str = ""

@@ -12,7 +12,7 @@ from shared import events
 from shared.config import from_nameko
 from shared.errors import EXPECTED, InvalidField
 from shared.media import image_url
-from shared.schemas import GenerationSpec
+from shared.schemas import MAX_COUNT, GenerationSpec
 from shared.timers import configured_timer
 from services.jobs.store import JobStore
 
@@ -37,7 +37,7 @@ class JobsService:
     def create(self, spec, count):
         """Write `count` pending jobs in one transaction, then hand each to the work queue."""
         spec = GenerationSpec.model_validate(spec)
-        if not 1 <= count <= from_nameko(self.config).max_count:
+        if not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise InvalidField("count", "out of range")
         jobs = []
         for _ in range(count):

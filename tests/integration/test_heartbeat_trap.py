@@ -23,8 +23,14 @@ from shared import events
 from tests.integration.conftest import make_spec, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-HEARTBEAT = 2
-GPU_SECONDS = 7  # > 2 heartbeat intervals: RabbitMQ gives up on a peer after two missed heartbeats
+# Not 2: RabbitMQ sends its own heartbeats every HEARTBEAT/2 seconds, and kombu's consumer loop (which
+# nameko 2.14 uses) only sends the client's heartbeat after a full second without any incoming frame. At
+# HEARTBEAT=2 the broker's frames arrive about once a second, so that second of silence often never
+# comes and even an idle replica is dropped now and then. At 3 the loop heartbeats reliably.
+HEARTBEAT = 3
+# RabbitMQ checks for client traffic every HEARTBEAT seconds and drops the connection after two silent
+# checks in a row, i.e. after 2-3 intervals of silence: a blocked loop is dropped for sure from 9 s on.
+GPU_SECONDS = 11
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from nameko.standalone.rpc import ServiceRpcProxy
 from services.jobs.service import JobsService
 from shared import events
 from shared.errors import InvalidField, NotFound
+from shared.schemas import MAX_COUNT
 from tests.integration.conftest import job_row, make_spec, wait_until
 
 REPLICA = "test-replica"
@@ -107,8 +108,8 @@ def test_create_with_a_given_seed_uses_it_for_every_job(jobs, db, work_queue):
     assert {job_row(db, job_id)["seed"] for job_id in ids} == {1234567}
 
 
-def test_create_rejects_a_count_out_of_range_and_writes_nothing(jobs, db, work_queue, settings):
-    for count in (0, settings.max_count + 1):
+def test_create_rejects_a_count_out_of_range_and_writes_nothing(jobs, db, work_queue):
+    for count in (0, MAX_COUNT + 1, -1, "3", 2.0):
         with pytest.raises(InvalidField) as err:
             jobs.create(make_spec(), count)
         assert err.value.field == "count"
