@@ -20,9 +20,8 @@ class NotFound(Exception):
         return f"{self.kind} not found: {self.key}"
 
 
-@deserialize_to_instance
-class InvalidField(Exception):
-    """A request field has a value the service cannot accept; `field` names it."""
+class FieldProblem(Exception):
+    """Base of the errors that blame one request field; `field` names it."""
 
     def __init__(self, field, message):
         super().__init__(field, message)
@@ -34,16 +33,13 @@ class InvalidField(Exception):
 
 
 @deserialize_to_instance
-class Conflict(Exception):
+class InvalidField(FieldProblem):
+    """A request field has a value the service cannot accept."""
+
+
+@deserialize_to_instance
+class Conflict(FieldProblem):
     """The request clashes with existing state (e.g. a slug already taken)."""
-
-    def __init__(self, field, message):
-        super().__init__(field, message)
-        self.field = field
-        self.message = message
-
-    def __str__(self):
-        return f"{self.field}: {self.message}"
 
 
 EXPECTED = (NotFound, InvalidField, Conflict)

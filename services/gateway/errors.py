@@ -44,9 +44,9 @@ def _unexpected(req, resp, exc, params):
 
 HANDLERS = [
     (Exception, _unexpected),
-    (NotFound, _raise(falcon.HTTP_404, lambda e: str(e))),
-    (InvalidField, _raise(falcon.HTTP_400, lambda e: f"{e.field}: {e.message}", lambda e: e.field)),
-    (Conflict, _raise(falcon.HTTP_409, lambda e: f"{e.field}: {e.message}", lambda e: e.field)),
+    (NotFound, _raise(falcon.HTTP_404, str)),
+    (InvalidField, _raise(falcon.HTTP_400, str, lambda e: e.field)),
+    (Conflict, _raise(falcon.HTTP_409, str, lambda e: e.field)),
     (RpcTimeout, _raise(falcon.HTTP_504, lambda e: "a backend service did not answer in time")),
     (ServiceUnavailable, _raise(falcon.HTTP_503, lambda e: str(e), headers={"Retry-After": "5"})),
 ]
