@@ -9,12 +9,15 @@ from shared.media import URL_PREFIX
 from services.gateway import errors
 from services.gateway.auth import ApiKeyAuth
 from services.gateway.resources import GenerateResource, JobResource, PresetsResource
+from services.gateway.web import routes as web_routes
+from services.gateway.web.session import SessionAuth
 
 
-def create_app(settings, rpc, keys) -> falcon.App:
-    """`rpc` has .call(service, method, *args); `keys` has .verify(key). Both are injected so tests can
-    run the real app against fakes or against the real broker and database."""
-    app = falcon.App(middleware=[ApiKeyAuth(keys)])
+def create_app(settings, rpc, keys, admin) -> falcon.App:
+    """`rpc` has .call(service, method, *args); `keys` is the ApiKeyStore, `admin` the AdminStore (web
+    login and sessions). All are injected so tests can run the real app against fakes or against the
+    real broker and database."""
+    app = falcon.App(middleware=[ApiKeyAuth(keys), SessionAuth(admin)])
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
     app.add_route("/api/v1/presets", PresetsResource(rpc))
@@ -24,4 +27,5 @@ def create_app(settings, rpc, keys) -> falcon.App:
     media_root.mkdir(parents=True, exist_ok=True)
     # Falcon's static route refuses "..", encoded separators and anything outside the directory.
     app.add_static_route(URL_PREFIX, str(media_root))
+    web_routes.mount(app, settings, rpc, keys, admin)
     return app

@@ -44,6 +44,25 @@ def cmd_api_key(args):
         print(key if key else "An API key already exists (gaze api-key regenerate makes a new one).")
 
 
+def _admin_store(settings):
+    from shared.db import open_pool
+    from services.gateway.admin import AdminStore
+
+    return AdminStore(open_pool(settings.database_url, max_size=1, name="cli"))
+
+
+def cmd_admin_password(args):
+    """Reset the web UI's admin password: a new random one is printed (last line), every session ends."""
+    import secrets
+
+    from shared import config
+
+    password = args.password or secrets.token_urlsafe(12)
+    _admin_store(config.load()).set_password(password)
+    print("Admin password set; every web session was logged out.", file=sys.stderr)
+    print(password)
+
+
 def cmd_service(args):
     from shared.runner import run
 
@@ -57,6 +76,7 @@ def cmd_up(args):
     settings = config.load()
     cmd_migrate(args, settings)
     key = _key_store(settings).ensure()
+    password = _admin_store(settings).ensure_password(os.environ.get("GAZE_ADMIN_PASSWORD"))
     run_dir = Path(os.environ.get("GAZE_RUN_DIR", ROOT / "var" / "run")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     Path(settings.media_root).mkdir(parents=True, exist_ok=True)
@@ -69,6 +89,11 @@ def cmd_up(args):
         print(f"    {key}")
     else:
         print("API key: already created earlier; run `gaze api-key regenerate` for a new one.")
+    if password:
+        print("Web UI admin password (shown once; `gaze admin-password` sets a new one):")
+        print(f"    {password}")
+    elif not os.environ.get("GAZE_ADMIN_PASSWORD"):
+        print("Web UI: log in with the admin password printed at first start (or run `gaze admin-password`).")
     print("Stop with Ctrl-C.")
     print(bar, flush=True)
     env = dict(os.environ, GAZE_GENERATORS=str(args.generators), GAZE_RUN_DIR=str(run_dir),
@@ -83,13 +108,16 @@ def main(argv=None):
     sub.add_parser("migrate", help="create the database if needed and apply every service's migrations")
     keys = sub.add_parser("api-key", help="manage the REST API key")
     keys.add_argument("action", choices=["regenerate", "ensure"])
+    admin = sub.add_parser("admin-password", help="set the web UI admin password (random if not given)")
+    admin.add_argument("password", nargs="?", help="the new password (default: generate and print one)")
     service = sub.add_parser("service", help="run one nameko service in the foreground")
     service.add_argument("name", choices=["presets", "jobs", "generator"])
     up = sub.add_parser("up", help="run the whole stack (gateway, presets, jobs, generators) until Ctrl-C")
     up.add_argument("--generators", type=int, default=int(os.environ.get("GENERATORS", "1")),
                     help="generator replicas (default: $GENERATORS or 1)")
     args = parser.parse_args(argv)
-    {"migrate": cmd_migrate, "api-key": cmd_api_key, "service": cmd_service, "up": cmd_up}[args.command](args)
+    {"migrate": cmd_migrate, "api-key": cmd_api_key, "admin-password": cmd_admin_password,
+     "service": cmd_service, "up": cmd_up}[args.command](args)
 
 
 if __name__ == "__main__":

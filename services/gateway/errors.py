@@ -23,8 +23,22 @@ class ApiError(falcon.HTTPError):
         self.field = field
 
 
+JSON_PREFIXES = ("/api/", "/static/", "/thumbs/", "/ui/")
+
+
+def _wants_html(req):
+    """A person in a browser on a UI page gets an HTML error page; API clients always get JSON."""
+    return not req.path.startswith(JSON_PREFIXES) and "text/html" in (req.accept or "")
+
+
 def serialize(req, resp, exc):
-    body = {"error": exc.description or exc.title}
+    message = exc.description or exc.title
+    if _wants_html(req):
+        from services.gateway.web.render import render
+
+        render(req, resp, "error.html", status=exc.status, message=message, status_line=exc.status)
+        return
+    body = {"error": message}
     if getattr(exc, "field", None):
         body["field"] = exc.field
     resp.content_type = falcon.MEDIA_JSON

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import falcon
 
-from services.gateway import validation
+from services.gateway import generation, validation
 
 
 class PresetsResource:
@@ -26,11 +26,8 @@ class GenerateResource:
         self.settings = settings
 
     def on_post(self, req, resp, slug):
-        slug = validation.preset_slug(slug)
         body = validation.read_json_object(req, self.settings.max_body_bytes)
-        request = validation.generate_request(body, self.settings)
-        spec = self.rpc.call("presets", "resolve", slug, request.overrides())
-        job_ids = self.rpc.call("jobs", "create", spec, request.count)
+        job_ids = generation.submit(self.rpc, self.settings, slug, body)
         resp.status = falcon.HTTP_202
         resp.media = {"jobs": [{"job_id": job_id, "status": "queued"} for job_id in job_ids]}
 

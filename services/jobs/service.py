@@ -58,6 +58,18 @@ class JobsService:
         return [_public(row) for row in self.store.recent(min(int(limit), 500))]
 
     @rpc(expected_exceptions=EXPECTED)
+    def get_many(self, job_ids):
+        return [_public(row) for row in self.store.get_many(job_ids[:200])]
+
+    @rpc
+    def images(self, preset_slug, limit=60, offset=0):
+        return self.store.images(preset_slug, min(int(limit), 500), max(int(offset), 0))
+
+    @rpc
+    def random_image_per_preset(self, preset_slugs):
+        return self.store.random_image_per_preset(preset_slugs)
+
+    @rpc(expected_exceptions=EXPECTED)
     def claim(self, job_id, replica, redelivered=False):
         run, attempt, reason = self.store.claim(job_id, replica, redelivered, from_nameko(self.config).max_attempts)
         return events.ClaimResult(run=run, attempt=attempt, reason=reason).model_dump()

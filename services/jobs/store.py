@@ -62,6 +62,36 @@ class JobRepository:
         with self.pool.connection() as conn:
             return conn.execute(f"SELECT {VIEW} FROM jobs.jobs ORDER BY created_at DESC LIMIT %s", (limit,)).fetchall()
 
+    def get_many(self, job_ids) -> list[dict]:
+        ids = [parse_job_id(job_id) for job_id in job_ids]
+        with self.pool.connection() as conn:
+            return conn.execute(f"SELECT {VIEW} FROM jobs.jobs WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+
+    def images(self, preset_slug: str, limit: int, offset: int) -> list[dict]:
+        """Finished images of one preset, newest first, with the parameters that made each."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT id::text AS job_id, result->>'relative_path' AS relative_path, seed,"
+                " (result->>'width')::int AS width, (result->>'height')::int AS height,"
+                " spec->>'prompt' AS prompt, spec->>'negative' AS negative, spec->>'checkpoint' AS checkpoint,"
+                " extract(epoch FROM finished_at)::float8 AS finished_at"
+                " FROM jobs.jobs WHERE preset_slug = %s AND status = 'done'"
+                " ORDER BY finished_at DESC LIMIT %s OFFSET %s",
+                (preset_slug, limit, offset),
+            ).fetchall()
+
+    def random_image_per_preset(self, preset_slugs: list[str]) -> dict:
+        """{slug: relative_path} with one randomly chosen finished image for each slug that has any:
+        one query for a whole library page. Random per slug via a random sort inside each group."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (preset_slug) preset_slug, result->>'relative_path' AS relative_path"
+                " FROM jobs.jobs WHERE status = 'done' AND preset_slug = ANY(%s)"
+                " ORDER BY preset_slug, random()",
+                (list(preset_slugs),),
+            ).fetchall()
+        return {row["preset_slug"]: row["relative_path"] for row in rows}
+
     def claim(self, job_id: str, replica: str, redelivered: bool, max_attempts: int):
         """Take the job for `replica`. A pending job is claimed; a processing one only when the broker says
         the message is a redelivery (its first runner died). Returns (run, attempt, reason)."""

@@ -41,6 +41,11 @@ class PresetsService:
         known = from_nameko(self.config).checkpoints
         return resolve(self.store.get(slug), overrides, known).model_dump()
 
+    @rpc
+    def checkpoints(self):
+        """The checkpoints a request may name (the generate form's choices)."""
+        return list(from_nameko(self.config).checkpoints)
+
     @rpc(expected_exceptions=EXPECTED)
     def create(self, fields):
         return self.store.create(_validated(fields))

@@ -18,6 +18,7 @@ from tests.conftest import create_database, create_vhost, delete_vhost, drop_dat
 
 GAZE = str(Path(sys.executable).parent / "gaze")
 STARTUP_SECONDS = 90
+ADMIN_PASSWORD = "e2e-admin-password"
 
 
 @dataclass
@@ -76,7 +77,7 @@ def stack(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ,
                GAZE_DATABASE_URL=db_url, GAZE_AMQP_URI=amqp_uri, GAZE_BIND=f"127.0.0.1:{port}",
-               GAZE_PUBLIC_URL=url, GAZE_MEDIA_ROOT=str(workdir / "media"), GAZE_RUN_DIR=str(workdir / "run"))
+               GAZE_PUBLIC_URL=url, GAZE_ADMIN_PASSWORD=ADMIN_PASSWORD, GAZE_MEDIA_ROOT=str(workdir / "media"), GAZE_RUN_DIR=str(workdir / "run"))
     log = workdir / "stack.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([GAZE, "up", "--generators", "2"], stdout=out, stderr=subprocess.STDOUT,

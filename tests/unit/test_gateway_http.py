@@ -81,10 +81,17 @@ def media_root(tmp_path):
     return root
 
 
+class NoSessions:
+    """An admin store with nobody logged in: the web UI is out of these tests' scope."""
+
+    def session(self, token):
+        return None
+
+
 def make_client(media_root, rpc=None, env=None):
     settings = config.load({"GAZE_MEDIA_ROOT": str(media_root), **(env or {})})
     rpc = rpc or FakeRpc()
-    client = falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys()))
+    client = falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(), admin=NoSessions()))
     return client, rpc
 
 

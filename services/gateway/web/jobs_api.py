@@ -1,0 +1,28 @@
+"""JSON for the UI's live status polling, behind the admin session (the REST API needs a key)."""
+from __future__ import annotations
+
+import falcon
+
+from services.gateway import validation
+from services.gateway.errors import ApiError
+
+MAX_IDS = 100
+
+
+class UiJobsResource:
+    login_required = True
+    json_api = True
+
+    def __init__(self, rpc):
+        self.rpc = rpc
+
+    def on_get(self, req, resp):
+        ids = req.get_param_as_list("ids") or []
+        if ids:
+            if len(ids) > MAX_IDS:
+                raise ApiError(falcon.HTTP_400, f"ids: at most {MAX_IDS}", "ids")
+            jobs = self.rpc.call("jobs", "get_many", [validation.job_id(i) for i in ids])
+        else:
+            recent = req.get_param_as_int("recent", min_value=1, max_value=500, default=50)
+            jobs = self.rpc.call("jobs", "list", recent)
+        resp.media = {"jobs": jobs}
