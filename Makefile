@@ -4,7 +4,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test test-fast install clean
+.PHONY: up test test-fast install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,21 @@ install: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/gaze up
 
-test: $(STAMP)
-	$(VENV)/bin/pytest
+# The browser tests drive Debian's Chromium through Playwright (Playwright's own browser download
+# cannot work here); install it from apt when it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
-# everything except the slow suites (heartbeat traps, fault injection): for a quick local loop
+# Two pytest runs: the browser tests need a process without eventlet (see tests/browser/conftest.py).
+test: $(STAMP) browser
+	$(VENV)/bin/pytest -m "not browser"
+	GAZE_TESTS_WITHOUT_EVENTLET=1 $(VENV)/bin/pytest -m browser tests/browser
+
+# everything except the slow suites (heartbeat traps, browser, fault injection): a quick local loop
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -m "not slow"
+	$(VENV)/bin/pytest -m "not slow and not browser"
 
 clean:
 	rm -rf $(VENV) var

@@ -25,24 +25,24 @@ class LoginResource:
         self.admin = admin
         self.settings = settings
 
-    def _form(self, req, resp, error=None, status=falcon.HTTP_200):
+    def _form(self, req, resp, next_url, error=None, status=falcon.HTTP_200):
         token = secrets.token_urlsafe(24)
         resp.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/login", http_only=True, same_site="Strict",
                         secure=self.settings.public_url.startswith("https://"))
         render(req, resp, "login.html", status=status, login_token=token, error=error,
-               next=_safe_next(req.get_param("next")))
+               next=_safe_next(next_url))
 
     def on_get(self, req, resp):
         if self.admin.session(req.cookies.get(COOKIE)):
             raise falcon.HTTPSeeOther(_safe_next(req.get_param("next")))
-        self._form(req, resp)
+        self._form(req, resp, req.get_param("next"))
 
     def on_post(self, req, resp):
         form = form_values(req)
         if not csrf_ok(req.cookies.get(LOGIN_COOKIE) or "", form.get("login_token")):
-            return self._form(req, resp, "The form expired; please try again.", falcon.HTTP_403)
+            return self._form(req, resp, form.get("next"), "The form expired; please try again.", falcon.HTTP_403)
         if not self.admin.verify_password(form.get("password", "")):
-            return self._form(req, resp, "Wrong password.", falcon.HTTP_401)
+            return self._form(req, resp, form.get("next"), "Wrong password.", falcon.HTTP_401)
         set_session_cookie(resp, self.admin.open_session(), self.settings, max_age=SESSION_DAYS * 86400)
         resp.unset_cookie(LOGIN_COOKIE, path="/login")
         redirect(resp, _safe_next(form.get("next")))

@@ -17,7 +17,8 @@ class UiJobsResource:
         self.rpc = rpc
 
     def on_get(self, req, resp):
-        ids = req.get_param_as_list("ids") or []
+        # ?ids=a,b,c (what gaze.js sends) or ?ids=a&ids=b: Falcon 4 does not split commas by itself.
+        ids = [part for item in req.get_param_as_list("ids") or [] for part in item.split(",") if part]
         if ids:
             if len(ids) > MAX_IDS:
                 raise ApiError(falcon.HTTP_400, f"ids: at most {MAX_IDS}", "ids")

@@ -15,6 +15,8 @@ from services.gateway.errors import ApiError
 from services.gateway.web.render import form_values
 
 COOKIE = "gaze_session"
+# The largest form a UI page may post; a resource can set its own `max_form_bytes`.
+MAX_FORM_BYTES = 1024 * 1024
 
 
 def set_session_cookie(resp, token: str, settings, max_age: int) -> None:
@@ -44,6 +46,10 @@ class SessionAuth:
             raise ApiError(falcon.HTTP_401, "log in to the web UI first")
         req.context.session = session
         if req.method not in ("GET", "HEAD", "OPTIONS"):
+            # The CSRF check below parses the form, so the size limit has to come first.
+            limit = getattr(resource, "max_form_bytes", MAX_FORM_BYTES)
+            if req.content_length is not None and req.content_length > limit:
+                raise ApiError(falcon.HTTP_413, f"body larger than {limit} bytes", "body")
             given = req.get_header("X-CSRF-Token") or form_values(req).get("csrf_token")
             if not csrf_ok(session["csrf_token"], given):
                 raise ApiError(falcon.HTTP_403, "csrf_token: missing or wrong; reload the page and try again",

@@ -21,7 +21,8 @@ function watchJobs() {
     .filter((el) => !TERMINAL.has(el.dataset.status));
   async function tick() {
     const elements = pending();
-    if (!elements.length) return;
+    // nothing to watch now: check again later (a page may add rows), without a request
+    if (!elements.length) { setTimeout(tick, 1000); return; }
     const ids = [...new Set(elements.map((el) => el.dataset.jobId))];
     try {
       for (const job of await fetchJobs(`ids=${ids.join(",")}`)) {

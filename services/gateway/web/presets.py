@@ -1,0 +1,379 @@
+"""The preset pages: one preset with its settings, Generate form, live batch and gallery; create, edit
+and delete; import and export as JSON.
+
+Generation goes through `generation.submit`, the same path as POST /api/v1/generate/<slug>: the form's
+strings are only turned into the guide's JSON types here, never validated twice. Preset fields are
+validated by the presets service (PresetFields); its InvalidField / Conflict name the field, which is
+shown next to that field with the user's input kept.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import falcon
+
+from shared.errors import Conflict, InvalidField, NotFound
+from shared.schemas import MAX_COUNT, PresetFields
+from services.gateway import generation, validation
+from services.gateway.errors import ApiError
+from services.gateway.web.render import form_values, redirect, render
+
+PRESET_KEYS = tuple(PresetFields.model_fields)
+GENERATE_FIELDS = ("count", "seed", "extra_positive", "extra_negative", "width", "height", "checkpoint")
+GALLERY_PAGE = 60
+# /presets/new and /presets/import are UI routes, so a preset with such a slug could never be opened.
+RESERVED_SLUGS = frozenset({"new", "import"})
+MAX_IMPORT_BYTES = 1024 * 1024
+MAX_IMPORT_PRESETS = 500
+# Keys our own outputs (presets.get, the API's list) carry that are not preset fields: an import of
+# such an object ignores them instead of calling the whole preset invalid.
+IGNORED_IMPORT_KEYS = frozenset({"preset_id", "has_cover", "cover_path"})
+SAMPLERS = ("euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral",
+            "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddim", "uni_pc", "lcm")
+
+_INT = re.compile(r"-?\d{1,40}")
+_DECIMAL = re.compile(r"-?(\d{1,20}(\.\d{0,20})?|\.\d{1,20})")
+
+
+# --- form strings -> JSON types ---------------------------------------------------------------------
+def as_int(text: str):
+    """Digits become an int; anything else stays the string it was, so validation names the field."""
+    stripped = text.strip()
+    return int(stripped) if _INT.fullmatch(stripped) else text
+
+
+def as_float(text: str):
+    stripped = text.strip()
+    return float(stripped) if _DECIMAL.fullmatch(stripped) else text
+
+
+def generate_body(form: dict) -> dict:
+    """The Generate form as the guide's request body. Empty fields are omitted (preset defaults); the
+    checkpoint select's default option is empty too, so "the preset's own" is never sent as an override."""
+    body = {}
+    for name in ("count", "seed", "width", "height"):
+        raw = form.get(name, "")
+        if raw.strip():
+            body[name] = as_int(raw)
+    for name in ("extra_positive", "extra_negative", "checkpoint"):
+        raw = form.get(name, "")
+        if raw.strip():
+            body[name] = raw.strip() if name == "checkpoint" else raw
+    return body
+
+
+def preset_fields(form: dict, with_slug: bool) -> dict:
+    """The preset form as PresetFields input. Texts are sent as typed (an emptied prompt is a change);
+    empty numbers are omitted (create: the default; edit: unchanged)."""
+    fields = {}
+    names = PRESET_KEYS if with_slug else tuple(k for k in PRESET_KEYS if k != "slug")
+    for name in names:
+        raw = form.get(name, "")
+        if name in ("width", "height", "steps"):
+            if raw.strip():
+                fields[name] = as_int(raw)
+        elif name == "cfg":
+            if raw.strip():
+                fields[name] = as_float(raw)
+        elif name in ("prompt", "negative"):
+            fields[name] = raw
+        else:
+            fields[name] = raw.strip()
+    return fields
+
+
+def clean_cfg(value):
+    """cfg is stored as a 4-byte real: 6.1 comes back as 6.099999904632568. Show and export 6.1."""
+    return float(f"{float(value):.6g}") if isinstance(value, (int, float)) else value
+
+
+def export_shape(preset: dict) -> dict:
+    shaped = {key: preset[key] for key in PRESET_KEYS}
+    shaped["cfg"] = clean_cfg(shaped["cfg"])
+    return shaped
+
+
+def field_message(exc) -> tuple[str, str]:
+    """(field, message) of a field error, without the "field: " prefix the API puts in its message."""
+    if isinstance(exc, (InvalidField, Conflict)):
+        return exc.field, exc.message
+    field = getattr(exc, "field", None) or "form"
+    message = exc.description or exc.title or "invalid value"
+    if message.startswith(f"{field}: "):
+        message = message[len(field) + 2:]
+    return field, message
+
+
+def own_image(slug: str, relative_path) -> str:
+    """A relative path of one of this preset's images (presets/<slug>/...), or a 400 naming the field."""
+    prefix = f"presets/{slug}/"
+    if (not isinstance(relative_path, str) or not relative_path.startswith(prefix)
+            or len(relative_path) > 500 or len(relative_path) == len(prefix)
+            or ".." in relative_path.split("/") or "\\" in relative_path or "//" in relative_path
+            or any(ord(ch) < 32 for ch in relative_path)):
+        raise ApiError(falcon.HTTP_400, "relative_path: not an image of this preset", "relative_path")
+    return relative_path
+
+
+def job_ids_param(raw) -> list[str]:
+    """?jobs=<id,id,...> as normalised ids; malformed ones are dropped (it is only a display hint)."""
+    ids = []
+    for part in (raw or "").split(","):
+        try:
+            job_id = validation.job_id(part.strip())
+        except ApiError:
+            continue
+        if job_id not in ids:
+            ids.append(job_id)
+    return ids[:MAX_COUNT]
+
+
+# --- pages ------------------------------------------------------------------------------------------
+class _PresetPage:
+    login_required = True
+
+    def __init__(self, rpc, settings):
+        self.rpc = rpc
+        self.settings = settings
+
+    def render_page(self, req, resp, slug, values=None, errors=None, status=falcon.HTTP_200):
+        slug = validation.preset_slug(slug)
+        preset = self.rpc.call("presets", "get", slug)
+        preset = {**preset, "cfg": clean_cfg(preset["cfg"])}
+        checkpoints = [c for c in self.rpc.call("presets", "checkpoints") if c != preset["checkpoint"]]
+        job_ids = job_ids_param(req.get_param("jobs"))
+        jobs = []
+        if job_ids:
+            # Before the gallery query: a job that is done here is already in the gallery below.
+            by_id = {job["id"]: job for job in self.rpc.call("jobs", "get_many", job_ids)}
+            jobs = [by_id[i] for i in job_ids if i in by_id]
+        offset = req.get_param_as_int("offset", min_value=0, default=0) or 0
+        images = self.rpc.call("jobs", "images", slug, GALLERY_PAGE, offset)
+        fallback = images[0]["relative_path"] if images and not preset["cover_path"] else None
+        render(req, resp, "preset.html", status=status, preset=preset, checkpoints=checkpoints, jobs=jobs,
+               images=images, offset=offset, page_size=GALLERY_PAGE, fallback_path=fallback,
+               values=values or {"count": "1"}, errors=errors or {}, generate_fields=GENERATE_FIELDS,
+               max_count=MAX_COUNT, max_dimension=self.settings.max_dimension)
+
+
+class PresetResource(_PresetPage):
+    """GET /presets/{slug}"""
+
+    def on_get(self, req, resp, slug):
+        self.render_page(req, resp, slug)
+
+
+class PresetGenerateResource(_PresetPage):
+    """POST /presets/{slug}/generate: the Generate form, through the REST API's own path."""
+
+    def on_post(self, req, resp, slug):
+        form = form_values(req)
+        try:
+            job_ids = generation.submit(self.rpc, self.settings, slug, generate_body(form))
+        except (ApiError, InvalidField) as exc:
+            if isinstance(exc, ApiError) and exc.status != falcon.HTTP_400:
+                raise
+            field, message = field_message(exc)
+            values = {name: form.get(name, "") for name in GENERATE_FIELDS}
+            return self.render_page(req, resp, slug, values=values, errors={field: message},
+                                    status=falcon.HTTP_400)
+        redirect(resp, f"/presets/{slug}?jobs={','.join(job_ids)}")
+
+
+class PresetCoverResource:
+    """POST /presets/{slug}/cover: one of this preset's own images becomes its cover."""
+
+    login_required = True
+
+    def __init__(self, rpc):
+        self.rpc = rpc
+
+    def on_post(self, req, resp, slug):
+        slug = validation.preset_slug(slug)
+        self.rpc.call("presets", "set_cover", slug, own_image(slug, form_values(req).get("relative_path")))
+        redirect(resp, f"/presets/{slug}")
+
+
+class PresetCoverClearResource:
+    """POST /presets/{slug}/cover/clear"""
+
+    login_required = True
+
+    def __init__(self, rpc):
+        self.rpc = rpc
+
+    def on_post(self, req, resp, slug):
+        slug = validation.preset_slug(slug)
+        self.rpc.call("presets", "set_cover", slug, None)
+        redirect(resp, f"/presets/{slug}")
+
+
+class _PresetForm:
+    login_required = True
+
+    def __init__(self, rpc):
+        self.rpc = rpc
+
+    def render_form(self, req, resp, mode, values, errors=None, status=falcon.HTTP_200, preset=None,
+                    import_text="", import_errors=None):
+        checkpoints = list(self.rpc.call("presets", "checkpoints"))
+        current = values.get("checkpoint")
+        if current and current not in checkpoints:
+            checkpoints.insert(0, current)  # an edited preset keeps a checkpoint no longer listed
+        render(req, resp, "preset_form.html", status=status, mode=mode, values=values, errors=errors or {},
+               preset=preset, checkpoints=checkpoints, samplers=SAMPLERS, import_text=import_text,
+               import_errors=import_errors or {}, max_import_bytes=MAX_IMPORT_BYTES)
+
+    def failed(self, req, resp, mode, exc, form, preset=None):
+        field, message = field_message(exc)
+        status = falcon.HTTP_409 if isinstance(exc, Conflict) else falcon.HTTP_400
+        values = {name: form.get(name, "") for name in PRESET_KEYS}
+        if preset:
+            values["slug"] = preset["slug"]
+        self.render_form(req, resp, mode, values, {field: message}, status, preset=preset)
+
+
+def _new_values() -> dict:
+    return {name: ("" if info.is_required() else info.default) for name, info in PresetFields.model_fields.items()}
+
+
+class PresetNewResource(_PresetForm):
+    """GET /presets/new: the create form and the import form."""
+
+    def on_get(self, req, resp):
+        self.render_form(req, resp, "new", _new_values())
+
+
+class PresetsCollectionResource(_PresetForm):
+    """POST /presets: create."""
+
+    def on_post(self, req, resp):
+        form = form_values(req)
+        fields = preset_fields(form, with_slug=True)
+        try:
+            if fields["slug"] in RESERVED_SLUGS:
+                raise InvalidField("slug", f"'{fields['slug']}' is reserved for the web UI; choose another")
+            created = self.rpc.call("presets", "create", fields)
+        except (InvalidField, Conflict) as exc:
+            return self.failed(req, resp, "new", exc, form)
+        redirect(resp, f"/presets/{created['slug']}")
+
+
+class PresetEditResource(_PresetForm):
+    """GET/POST /presets/{slug}/edit: every field but the slug."""
+
+    def _preset(self, slug):
+        return self.rpc.call("presets", "get", validation.preset_slug(slug))
+
+    def on_get(self, req, resp, slug):
+        preset = self._preset(slug)
+        values = export_shape(preset)
+        self.render_form(req, resp, "edit", values, preset=preset)
+
+    def on_post(self, req, resp, slug):
+        preset = self._preset(slug)
+        form = form_values(req)
+        try:
+            self.rpc.call("presets", "update", preset["slug"], preset_fields(form, with_slug=False))
+        except (InvalidField, Conflict) as exc:
+            return self.failed(req, resp, "edit", exc, form, preset=preset)
+        redirect(resp, f"/presets/{preset['slug']}")
+
+
+class PresetDeleteResource:
+    """POST /presets/{slug}/delete"""
+
+    login_required = True
+
+    def __init__(self, rpc):
+        self.rpc = rpc
+
+    def on_post(self, req, resp, slug):
+        self.rpc.call("presets", "delete", validation.preset_slug(slug))
+        redirect(resp, "/")
+
+
+class PresetsExportResource:
+    """GET /presets/export.json: every preset as PresetFields objects, ready for /presets/import."""
+
+    login_required = True
+
+    def __init__(self, rpc):
+        self.rpc = rpc
+
+    def on_get(self, req, resp):
+        presets = []
+        for summary in self.rpc.call("presets", "list"):
+            try:
+                presets.append(export_shape(self.rpc.call("presets", "get", summary["slug"])))
+            except NotFound:
+                continue  # deleted while we were exporting
+        resp.content_type = falcon.MEDIA_JSON
+        resp.downloadable_as = "gaze-presets.json"
+        resp.text = json.dumps(presets, indent=2, ensure_ascii=False) + "\n"
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_import(text: str) -> list:
+    """The textarea's JSON as a list of presets: an array, or {"presets": [...]} as the export and the
+    API's list are shaped. Raises ValueError with a message for the user."""
+    if not text.strip():
+        raise ValueError("paste the JSON of one or more presets, or choose a file")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("presets"), list):
+        data = data["presets"]
+    elif isinstance(data, dict) and "slug" in data:
+        data = [data]
+    if not isinstance(data, list):
+        raise ValueError('must be a JSON array of presets or {"presets": [...]}')
+    if not data:
+        raise ValueError("the list of presets is empty")
+    if len(data) > MAX_IMPORT_PRESETS:
+        raise ValueError(f"at most {MAX_IMPORT_PRESETS} presets per import")
+    return data
+
+
+class PresetsImportResource(_PresetForm):
+    """POST /presets/import (urlencoded, field presets_json): create each preset, report each outcome."""
+
+    # Read by SessionAuth before it parses the form for the CSRF check: the body is refused unread.
+    max_form_bytes = MAX_IMPORT_BYTES
+
+    def on_post(self, req, resp):
+        if req.content_length is not None and req.content_length > MAX_IMPORT_BYTES:
+            raise ApiError(falcon.HTTP_413, f"body larger than {MAX_IMPORT_BYTES} bytes", "body")
+        text = form_values(req).get("presets_json", "")
+        try:
+            items = parse_import(text)
+        except ValueError as exc:
+            return self.render_form(req, resp, "new", _new_values(), status=falcon.HTTP_400,
+                                    import_text=text, import_errors={"presets_json": str(exc)})
+        results = [self._import_one(index, item) for index, item in enumerate(items, 1)]
+        counts = {outcome: sum(1 for r in results if r["outcome"] == outcome)
+                  for outcome in ("created", "skipped", "invalid")}
+        render(req, resp, "preset_import.html", results=results, counts=counts)
+
+    def _import_one(self, index, item) -> dict:
+        if not isinstance(item, dict):
+            return {"index": index, "slug": None, "name": None, "outcome": "invalid", "field": None,
+                    "message": "not a JSON object"}
+        fields = {key: value for key, value in item.items() if key not in IGNORED_IMPORT_KEYS}
+        slug = fields.get("slug") if isinstance(fields.get("slug"), str) else None
+        name = fields.get("name") if isinstance(fields.get("name"), str) else None
+        result = {"index": index, "slug": slug, "name": name, "field": None, "message": None}
+        try:
+            if slug in RESERVED_SLUGS:
+                raise InvalidField("slug", f"'{slug}' is reserved for the web UI")
+            self.rpc.call("presets", "create", fields)
+        except Conflict as exc:
+            return {**result, "outcome": "skipped", "field": exc.field, "message": exc.message}
+        except InvalidField as exc:
+            return {**result, "outcome": "invalid", "field": exc.field, "message": exc.message}
+        return {**result, "outcome": "created"}

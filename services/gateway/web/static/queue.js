@@ -1,0 +1,108 @@
+// GAZE queue page: new jobs appear at the top without a reload, and every row follows its job.
+// gaze.js's watchJobs() keeps pending rows' status current; this script polls the newest jobs every
+// 2 s, inserts rows for jobs it has not seen, and refreshes the rest from the same answer (attempts,
+// replica and the finished image, which watchJobs does not touch). Loaded by queue.html only.
+"use strict";
+
+(() => {
+  const POLL_MS = 2000;
+  const TERMINAL = new Set(["done", "failed"]);
+  const THUMB_SIZE = 256;
+
+  const table = document.getElementById("queue");
+  const template = document.getElementById("queue-row-template");
+  if (!table || !template) return;
+  const body = table.tBodies[0];
+  const size = Number(table.dataset.size) || 100;
+
+  const thumbUrl = (path) => `/thumbs/${THUMB_SIZE}/${path.split("/").map(encodeURIComponent).join("/")}`;
+  const rowFor = (id) => body.querySelector(`tr[data-job-id="${CSS.escape(id)}"]`);
+
+  function showTime(el, seconds) {
+    if (seconds !== undefined && seconds !== null) el.dateTime = new Date(seconds * 1000).toISOString();
+    if (!el.dateTime) return;
+    const moment = new Date(el.dateTime);
+    el.title = el.textContent.trim() || moment.toISOString();
+    el.textContent = moment.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+  }
+
+  function showImage(row, job) {
+    const link = row.querySelector(".job-thumb");
+    const path = job.status === "done" && job.result && job.result.relative_path;
+    if (!link || !path || link.querySelector("img")) return;
+    link.href = job.result.image_url || `/static/uploads/${path}`;
+    const img = document.createElement("img");
+    img.src = thumbUrl(path);
+    img.alt = `Image of job ${job.id}`;
+    img.loading = "lazy";
+    link.append(img);
+    link.hidden = false;
+  }
+
+  function update(row, job) {
+    const was = row.dataset.status;
+    row.dataset.status = job.status;
+    const badge = row.querySelector(".status");
+    if (badge) { badge.textContent = job.status; badge.className = `status status-${job.status}`; }
+    row.querySelector(".job-error").textContent = job.error || "";
+    row.querySelector(".job-progress").textContent = job.progress && job.status === "processing"
+      ? `${job.progress.value}/${job.progress.max}` : "";
+    row.querySelector(".job-attempts").textContent = job.attempts ?? "";
+    row.querySelector(".job-replica").textContent = job.replica || "";
+    showImage(row, job);
+    if (was !== job.status && TERMINAL.has(job.status)) {
+      row.dispatchEvent(new CustomEvent("gaze:job-finished", { bubbles: true, detail: job }));
+    }
+  }
+
+  function newRow(job) {
+    const row = template.content.querySelector("tr").cloneNode(true);
+    row.dataset.jobId = job.id;
+    row.dataset.status = job.status;
+    row.querySelector(".job-label").textContent = job.label || "";
+    const preset = row.querySelector(".job-preset");
+    preset.textContent = job.preset || "";
+    if (job.preset) preset.href = `/presets/${encodeURIComponent(job.preset)}`;
+    showTime(row.querySelector(".job-created"), job.created_at);
+    update(row, job);
+    return row;
+  }
+
+  function setEmpty(empty) {
+    document.querySelector(".queue-empty")?.toggleAttribute("hidden", !empty);
+    document.querySelector(".queue-wrap")?.toggleAttribute("hidden", empty);
+  }
+
+  async function poll() {
+    if (!document.hidden) {
+      try {
+        const jobs = await window.gaze.fetchJobs(`recent=${size}`);
+        const fresh = [];
+        for (const job of jobs) {
+          const row = rowFor(job.id);
+          if (row) update(row, job); else fresh.push(job);
+        }
+        // The answer is newest first: prepend the oldest new job first so the newest ends on top.
+        for (const job of fresh.reverse()) {
+          const row = newRow(job);
+          row.classList.add("job-new");
+          body.prepend(row);
+        }
+        while (body.rows.length > size) body.lastElementChild.remove();
+        setEmpty(body.rows.length === 0);
+      } catch (err) {
+        console.warn("queue poll failed", err);
+      }
+    }
+    setTimeout(poll, POLL_MS);
+  }
+
+  // watchJobs may see a job finish first: show its image at once rather than on the next poll.
+  document.addEventListener("gaze:job-finished", (event) => {
+    const row = event.target.closest && event.target.closest("tr[data-job-id]");
+    if (row && body.contains(row)) showImage(row, event.detail);
+  });
+
+  for (const el of body.querySelectorAll("time.job-created")) showTime(el);
+  setTimeout(poll, POLL_MS);
+})();
