@@ -9,7 +9,6 @@ Generators publish on the topic exchange `generator.events` with the event name 
 (job_started, job_progress, job_completed, job_failed) and a JSON body; see the README.
 """
 import argparse
-import json
 import os
 import sys
 

@@ -32,6 +32,11 @@ class PresetsService:
     def list(self):
         return [_summary(row) for row in self.store.list()]
 
+    @rpc
+    def export(self):
+        """Every preset's editable fields, in one query (the UI's JSON export)."""
+        return [{name: row[name] for name in PresetFields.model_fields} for row in self.store.list()]
+
     @rpc(expected_exceptions=EXPECTED)
     def get(self, slug):
         return self.store.get(slug)

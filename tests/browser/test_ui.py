@@ -26,9 +26,9 @@ def page(browser, stack):
     context.close()
 
 
-def shoot(page, name):
+def shoot(page, name, full_page=False):
     if SCREENSHOT_DIR:
-        page.screenshot(path=str(Path(SCREENSHOT_DIR) / name), full_page=False)
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / name), full_page=full_page)
 
 
 def generate_via_api(stack, slug, body=None):
@@ -59,3 +59,118 @@ def test_state_changing_forms_refuse_a_missing_csrf_token(stack, page):
                              allow_redirects=False, timeout=30)
     assert response.status_code == 403
     assert stack.get("/api/v1/presets").status_code == 200      # the key was not rotated
+
+
+def test_regenerate_in_settings_gives_a_key_that_works_and_kills_the_old_one(stack, page):
+    old_key = stack.key
+    page.goto(stack.url + "/settings")
+    expect(page.locator("h2#api-key-title")).to_have_text("REST API Key")
+    page.click("button:has-text('Regenerate')")
+    new_key = page.locator("#new-api-key").input_value()
+    assert new_key.startswith("gz_") and new_key != old_key
+    assert stack.get("/api/v1/presets", headers={"X-API-Key": old_key}).status_code == 403
+    assert stack.get("/api/v1/presets", headers={"X-API-Key": new_key}).status_code == 200
+    stack.key = new_key
+    page.goto(stack.url + "/settings")          # shown once: a fresh load does not show it again
+    assert page.locator("#new-api-key").count() == 0
+    assert new_key not in page.content()
+
+
+def test_create_edit_delete_a_preset(stack, page):
+    page.goto(stack.url + "/presets/new")
+    page.fill("#f-slug", "Bad Slug")
+    page.fill("#f-name", "Lighthouses")
+    page.click("button:has-text('Create preset')")
+    expect(page.locator("[aria-invalid=true]#f-slug")).to_be_visible()      # slug rules enforced
+    page.fill("#f-slug", "lighthouses")
+    page.fill("#f-prompt", "a lighthouse at dusk, oil painting")
+    page.select_option("#f-checkpoint", "Illustrious/model.safetensors")
+    page.fill("#f-width", "512")
+    page.fill("#f-height", "640")
+    page.click("button:has-text('Create preset')")
+    expect(page.locator("h1")).to_have_text("Lighthouses")
+    assert page.url.endswith("/presets/lighthouses")
+
+    page.goto(stack.url + "/presets/new")                                     # conflicts are explained
+    page.fill("#f-slug", "lighthouses")
+    page.fill("#f-name", "Again")
+    page.select_option("#f-checkpoint", "Illustrious/model.safetensors")
+    page.click("button:has-text('Create preset')")
+    expect(page.locator("#err-slug")).to_contain_text("already exists")
+
+    page.goto(stack.url + "/presets/lighthouses/edit")
+    page.fill("#f-name", "Lighthouses at dusk")
+    page.click("button:has-text('Save changes')")
+    expect(page.locator("h1")).to_have_text("Lighthouses at dusk")
+    names = [p["name"] for p in stack.get("/api/v1/presets").json()["presets"]]
+    assert "Lighthouses at dusk" in names
+
+    page.goto(stack.url + "/presets/lighthouses/edit")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button:has-text('Delete preset')")
+    expect(page.locator("h1")).to_have_text("Library")
+    assert "lighthouses" not in [p["slug"] for p in stack.get("/api/v1/presets").json()["presets"]]
+
+
+def test_generate_from_a_preset_page_and_covers_in_the_library(stack, page):
+    page.goto(stack.url + "/presets/new")
+    page.fill("#f-slug", "harbour")
+    page.fill("#f-name", "Harbour")
+    page.fill("#f-prompt", "boats in a harbour at dawn")
+    page.select_option("#f-checkpoint", "SDXL/sd_xl_base_1.0.safetensors")
+    page.fill("#f-width", "512")
+    page.fill("#f-height", "512")
+    page.click("button:has-text('Create preset')")
+
+    # a preset with no image yet: the library draws a neutral placeholder, never "No Image"
+    page.goto(stack.url + "/")
+    card = page.locator(".card[data-slug=harbour]")
+    expect(card.locator("svg.placeholder")).to_be_visible()
+    assert "No Image" not in page.content()
+
+    page.goto(stack.url + "/presets/harbour")
+    page.fill("#f-count", "2")
+    page.fill("#f-extra_positive", "seagulls")
+    page.click("button:has-text('Generate')")
+    expect(page.locator("[data-job-id]")).to_have_count(2)
+    expect(page.locator("[data-gallery] .gallery-item")).to_have_count(2, timeout=30000)  # appear live
+    expect(page.locator("[data-job-id][data-status=done]")).to_have_count(2)
+    page.wait_for_timeout(500)   # let the live thumbnails finish loading
+    shoot(page, "preset-page.png", full_page=True)
+    images = [j for j in stack.get("/ui/jobs?recent=10", headers={},
+                                   cookies={c["name"]: c["value"] for c in page.context.cookies()}).json()["jobs"]
+              if j["preset"] == "harbour"]
+    assert all(j["status"] == "done" for j in images) and len(images) == 2
+
+    # no cover: the library shows one of its images, at reduced opacity, with a "no cover" hint
+    page.goto(stack.url + "/")
+    fallback = page.locator(".card[data-slug=harbour] img.cover")
+    expect(fallback).to_have_class("cover fallback")
+    assert float(fallback.evaluate("img => getComputedStyle(img).opacity")) < 0.8
+    expect(page.locator(".card[data-slug=harbour] .badge")).to_have_text("no cover")
+    thumb = stack.get(fallback.get_attribute("src"), headers={})
+    assert thumb.status_code == 200 and thumb.headers["Content-Type"].startswith("image/")
+    shoot(page, "library.png")
+
+    # set as cover: the library shows it at full opacity, without the hint
+    page.goto(stack.url + "/presets/harbour")
+    page.locator(".gallery-item").first.locator("button:has-text('Set as cover')").click()
+    page.goto(stack.url + "/")
+    cover = page.locator(".card[data-slug=harbour] img.cover")
+    expect(cover).to_have_class("cover")
+    assert float(cover.evaluate("img => getComputedStyle(img).opacity")) == 1.0
+    expect(page.locator(".card[data-slug=harbour] .badge")).to_have_count(0)
+    assert next(p for p in stack.get("/api/v1/presets").json()["presets"] if p["slug"] == "harbour")["has_cover"]
+
+
+def test_queue_shows_live_status_and_works_at_phone_width(stack, browser):
+    context = browser.new_context(viewport={"width": 375, "height": 800})
+    page = context.new_page()
+    login(page, stack)
+    page.goto(stack.url + "/queue")
+    job_id = stack.post("/api/v1/generate/example_01", json={"width": 256, "height": 256}).json()["jobs"][0]["job_id"]
+    row = page.locator(f"[data-job-id='{job_id}']")
+    expect(row).to_be_visible(timeout=10000)                       # a new job appears without a reload
+    expect(row).to_have_attribute("data-status", "done", timeout=30000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375 + 1   # no sideways scrolling
+    context.close()

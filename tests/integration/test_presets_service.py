@@ -49,6 +49,9 @@ def test_create_update_cover_delete(presets):
     summary = presets.set_cover("night_city", "presets/night_city/gen_1_ab.png")
     assert summary["has_cover"] is True
     assert [p["slug"] for p in presets.list()] == ["example_01", "night_city"]
+    exported = presets.export()
+    assert [p["slug"] for p in exported] == ["example_01", "night_city"]
+    assert set(exported[1]) == set(NEW) and exported[1]["name"] == "Night City II"
     presets.delete("night_city")
     with pytest.raises(NotFound):
         presets.get("night_city")

@@ -71,6 +71,9 @@ class FakeRpc:
     def presets_get(self, slug):
         return dict(self._get(slug))
 
+    def presets_export(self):
+        return [{key: p[key] for key in PresetFields.model_fields} for p in self.presets.values()]
+
     def presets_checkpoints(self):
         return list(CHECKPOINTS)
 
@@ -226,7 +229,7 @@ def test_preset_page_with_a_cover_offers_clear(client, rpc):
     rpc.presets[SLUG]["cover_path"] = IMAGE["relative_path"]
     html = get(client, f"/presets/{SLUG}").text
     assert 'action="/presets/example_01/cover/clear"' in html
-    assert f'alt="Cover of Example Preset"' in html
+    assert 'alt="Cover of Example Preset"' in html
     assert "no cover" not in html
 
 

@@ -13,7 +13,7 @@ import re
 
 import falcon
 
-from shared.errors import Conflict, InvalidField, NotFound
+from shared.errors import Conflict, InvalidField
 from shared.schemas import MAX_COUNT, PresetFields
 from services.gateway import generation, validation
 from services.gateway.errors import ApiError
@@ -303,12 +303,7 @@ class PresetsExportResource:
         self.rpc = rpc
 
     def on_get(self, req, resp):
-        presets = []
-        for summary in self.rpc.call("presets", "list"):
-            try:
-                presets.append(export_shape(self.rpc.call("presets", "get", summary["slug"])))
-            except NotFound:
-                continue  # deleted while we were exporting
+        presets = [export_shape(preset) for preset in self.rpc.call("presets", "export")]
         resp.content_type = falcon.MEDIA_JSON
         resp.downloadable_as = "gaze-presets.json"
         resp.text = json.dumps(presets, indent=2, ensure_ascii=False) + "\n"
