@@ -61,6 +61,7 @@ class Settings:
     backend: str = "preview"
     replica_name: str = ""
     simulated_gpu_seconds: float = 0.2
+    status_interval_seconds: float = 30.0
 
     def nameko_config(self, **overrides) -> dict:
         """The container config a nameko service runs with; DependencyProviders read from it."""
@@ -99,6 +100,7 @@ def load(env=None) -> Settings:
         backend=env.get("GAZE_BACKEND", d.backend),
         replica_name=env.get("GAZE_REPLICA_NAME", d.replica_name),
         simulated_gpu_seconds=_float(env, "GAZE_SIMULATED_GPU_SECONDS", d.simulated_gpu_seconds),
+        status_interval_seconds=_float(env, "GAZE_STATUS_INTERVAL_SECONDS", d.status_interval_seconds),
     ))
 
 

@@ -40,6 +40,7 @@ JOB_STARTED = "job_started"
 JOB_PROGRESS = "job_progress"
 JOB_COMPLETED = "job_completed"
 JOB_FAILED = "job_failed"
+GENERATOR_STATUS = "generator_status"
 
 
 def _now():
@@ -76,6 +77,19 @@ class JobFailed(BaseModel):
     job_id: str
     replica: str
     error: str
+    at: float = Field(default_factory=_now)
+
+
+class GeneratorStatus(BaseModel):
+    """Published by every generator replica at start and then periodically: which backend it runs,
+    whether that backend works, and which checkpoints it can load (the presets service validates
+    checkpoint overrides against these; the jobs service keeps the replica list for health checks)."""
+
+    replica: str
+    backend: str
+    healthy: bool
+    detail: str
+    checkpoints: Optional[list[str]] = None   # None: this backend takes any configured checkpoint
     at: float = Field(default_factory=_now)
 
 

@@ -63,6 +63,31 @@ def cmd_admin_password(args):
     print(password)
 
 
+def cmd_generator_health(args):
+    """Exit 0 when at least one generator replica reported a healthy backend recently, else 1.
+    Prints every replica the jobs service has heard from, for an operator or a container health check."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from shared import config
+
+    settings = config.load()
+    stale_after = 3 * settings.status_interval_seconds
+    with ClusterRpcProxy({"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
+        replicas = proxy.jobs.replicas()
+    if args.replica:
+        replicas = [r for r in replicas if r["replica"] == args.replica]
+    good = 0
+    for r in replicas:
+        fresh = r["age_seconds"] <= stale_after
+        state = "ok" if r["healthy"] and fresh else ("STALE" if r["healthy"] else "UNHEALTHY")
+        good += state == "ok"
+        print(f"{state:9s} {r['replica']}  backend={r['backend']}  {r['detail']}  "
+              f"(reported {r['age_seconds']:.0f}s ago)")
+    if not replicas:
+        print("no generator replica has reported yet")
+    raise SystemExit(0 if good else 1)
+
+
 def cmd_service(args):
     from shared.runner import run
 
@@ -110,6 +135,8 @@ def main(argv=None):
     keys.add_argument("action", choices=["regenerate", "ensure"])
     admin = sub.add_parser("admin-password", help="set the web UI admin password (random if not given)")
     admin.add_argument("password", nargs="?", help="the new password (default: generate and print one)")
+    health = sub.add_parser("generator-health", help="list generator replicas; exit 1 when none is healthy")
+    health.add_argument("--replica", help="check only this replica")
     service = sub.add_parser("service", help="run one nameko service in the foreground")
     service.add_argument("name", choices=["presets", "jobs", "generator"])
     up = sub.add_parser("up", help="run the whole stack (gateway, presets, jobs, generators) until Ctrl-C")
@@ -117,7 +144,7 @@ def main(argv=None):
                     help="generator replicas (default: $GENERATORS or 1)")
     args = parser.parse_args(argv)
     {"migrate": cmd_migrate, "api-key": cmd_api_key, "admin-password": cmd_admin_password,
-     "service": cmd_service, "up": cmd_up}[args.command](args)
+     "generator-health": cmd_generator_health, "service": cmd_service, "up": cmd_up}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,22 @@ the loop stays free to heartbeat and to publish the progress the thread leaves i
 from __future__ import annotations
 
 import collections
+import logging
+import os
+import socket
 import time
 
 import eventlet
 from eventlet import tpool
 from nameko.extensions import DependencyProvider
+from nameko.standalone.events import event_dispatcher
 
 from shared.config import from_nameko
+from shared.events import EVENT_SOURCE, GENERATOR_STATUS, GeneratorStatus
 from services.generator.backends import make_backend
 
 PROGRESS_INTERVAL = 0.25
+log = logging.getLogger(__name__)
 
 
 class BackendRunner:
@@ -54,9 +60,61 @@ class BackendRunner:
         return last_sent
 
 
+def backend_status(backend, replica: str) -> GeneratorStatus:
+    """Ask the backend how it is (on an OS thread: a health probe may block) and say so as an event."""
+    health = getattr(backend, "health", None)
+    checkpoints = getattr(backend, "checkpoints", None)
+    try:
+        healthy, detail = tpool.execute(health) if health else (True, f"{backend.name} backend")
+        names = list(tpool.execute(checkpoints)) if (checkpoints and healthy) else None
+    except Exception as exc:  # a broken probe is itself the finding to report
+        healthy, detail, names = False, f"health check failed: {type(exc).__name__}: {exc}", None
+    return GeneratorStatus(replica=replica, backend=backend.name, healthy=healthy, detail=detail,
+                           checkpoints=names)
+
+
 class Backend(DependencyProvider):
+    """The replica's backend, plus a green thread that reports its health and checkpoints.
+
+    The report runs outside nameko's worker pool on purpose: a replica has one worker, busy for the
+    whole of a long job, and a health report must not wait for it."""
+
     def setup(self):
-        self.runner = BackendRunner(make_backend(from_nameko(self.container.config)))
+        settings = from_nameko(self.container.config)
+        self.settings = settings
+        self.runner = BackendRunner(make_backend(settings))
+        self.replica = replica_name(settings)
+        self._reporter = None
+
+    def start(self):
+        self._reporter = self.container.spawn_managed_thread(self._report_forever)
+
+    def stop(self):
+        if self._reporter is not None:
+            self._reporter.kill()
+
+    kill = stop
+
+    def _report_forever(self):
+        dispatch = event_dispatcher(self.container.config)
+        was_healthy = None
+        while True:
+            status = backend_status(self.runner.backend, self.replica)
+            if status.healthy != was_healthy:
+                level = logging.INFO if status.healthy else logging.ERROR
+                log.log(level, "backend %s is %s: %s%s", status.backend,
+                        "ready" if status.healthy else "NOT USABLE", status.detail,
+                        "" if status.healthy else " (jobs sent to this replica will fail until it recovers)")
+                was_healthy = status.healthy
+            try:
+                dispatch(EVENT_SOURCE, GENERATOR_STATUS, status.model_dump())
+            except Exception:
+                log.warning("could not publish the generator status", exc_info=True)
+            eventlet.sleep(self.settings.status_interval_seconds)
 
     def get_dependency(self, worker_ctx):
         return self.runner
+
+
+def replica_name(settings) -> str:
+    return settings.replica_name or f"{socket.gethostname()}-{os.getpid()}"

@@ -1,7 +1,5 @@
 """The `generator` nameko service: one replica per GPU, one job at a time, sharing one work queue."""
 import logging
-import os
-import socket
 
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
@@ -13,7 +11,7 @@ from shared import events
 from shared.config import from_nameko
 from shared.media import MediaStore, image_relative_path
 from services.generator.backends import BackendError
-from services.generator.runner import Backend
+from services.generator.runner import Backend, replica_name
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +30,7 @@ work_consumer = WorkConsumer.decorator
 
 class ReplicaName(DependencyProvider):
     def setup(self):
-        configured = from_nameko(self.container.config).replica_name
-        self.name = configured or f"{socket.gethostname()}-{os.getpid()}"
+        self.name = replica_name(from_nameko(self.container.config))
 
     def get_dependency(self, worker_ctx):
         return self.name

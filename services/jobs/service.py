@@ -100,6 +100,15 @@ class JobsService:
         if not self.store.failed(event.job_id, event.replica, event.error):
             log.info("job %s: failure ignored, job already finished", event.job_id)
 
+    @event_handler(events.EVENT_SOURCE, events.GENERATOR_STATUS)
+    def on_generator_status(self, payload):
+        self.store.record_replica(events.GeneratorStatus.model_validate(payload))
+
+    @rpc
+    def replicas(self):
+        """Every generator replica heard from, with its backend's health and how long ago it reported."""
+        return self.store.replicas()
+
     # --- outbox sweep -----------------------------------------------------------------------------
     @configured_timer("dispatch_sweep_seconds")
     def redispatch(self):

@@ -152,6 +152,24 @@ class JobRepository:
             ).rowcount == 1
 
 
+    def record_replica(self, status) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO jobs.replicas (replica, backend, healthy, detail, seen_at)"
+                " VALUES (%s, %s, %s, %s, to_timestamp(%s))"
+                " ON CONFLICT (replica) DO UPDATE SET backend = excluded.backend, healthy = excluded.healthy,"
+                " detail = excluded.detail, seen_at = excluded.seen_at WHERE jobs.replicas.seen_at <= excluded.seen_at",
+                (status.replica, status.backend, status.healthy, status.detail, status.at),
+            )
+
+    def replicas(self) -> list[dict]:
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT replica, backend, healthy, detail, extract(epoch FROM now() - seen_at)::float8 AS age_seconds"
+                " FROM jobs.replicas ORDER BY replica"
+            ).fetchall()
+
+
 class JobStore(Database):
     def get_dependency(self, worker_ctx):
         return JobRepository(self.pool)

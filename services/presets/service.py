@@ -1,8 +1,10 @@
 """The `presets` nameko service: owns presets and resolves them into generation specs."""
 from nameko.dependency_providers import Config
+from nameko.events import event_handler
 from nameko.rpc import rpc
 from pydantic import ValidationError
 
+from shared import events
 from shared.config import from_nameko
 from shared.errors import EXPECTED, InvalidField
 from shared.schemas import PresetFields, first_error
@@ -43,13 +45,26 @@ class PresetsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def resolve(self, slug, overrides):
-        known = from_nameko(self.config).checkpoints
+        known = self._known_checkpoints() if "checkpoint" in overrides else ()
         return resolve(self.store.get(slug), overrides, known).model_dump()
 
     @rpc
     def checkpoints(self):
         """The checkpoints a request may name (the generate form's choices)."""
-        return list(from_nameko(self.config).checkpoints)
+        return self._known_checkpoints()
+
+    @event_handler(events.EVENT_SOURCE, events.GENERATOR_STATUS)
+    def on_generator_status(self, payload):
+        status = events.GeneratorStatus.model_validate(payload)
+        if status.healthy and status.checkpoints is not None:
+            self.store.record_node_checkpoints(status.replica, status.checkpoints, status.at)
+
+    def _known_checkpoints(self):
+        """What the generator nodes report they can load; the configured list until any has reported.
+        A replica silent for three status intervals no longer counts."""
+        settings = from_nameko(self.config)
+        reported = self.store.node_checkpoints(fresher_than_seconds=3 * settings.status_interval_seconds)
+        return reported if reported is not None else list(settings.checkpoints)
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, fields):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from psycopg.errors import UniqueViolation
+from psycopg.types.json import Jsonb
 
 from shared.db import Database
 from shared.errors import Conflict, NotFound
@@ -63,6 +64,28 @@ class PresetRepository:
         if row is None:
             raise NotFound("preset", slug)
         return row
+
+
+    def record_node_checkpoints(self, replica: str, checkpoints: list[str], seen_at: float) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO presets.node_checkpoints (replica, checkpoints, seen_at) VALUES (%s, %s, to_timestamp(%s))"
+                " ON CONFLICT (replica) DO UPDATE SET checkpoints = excluded.checkpoints, seen_at = excluded.seen_at"
+                " WHERE presets.node_checkpoints.seen_at <= excluded.seen_at",
+                (replica, Jsonb(checkpoints), seen_at),
+            )
+
+    def node_checkpoints(self, fresher_than_seconds: float):
+        """Sorted union of the checkpoints of replicas heard from recently, or None if none reported."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT checkpoints FROM presets.node_checkpoints"
+                " WHERE seen_at > now() - make_interval(secs => %s)",
+                (fresher_than_seconds,),
+            ).fetchall()
+        if not rows:
+            return None
+        return sorted({name for row in rows for name in row["checkpoints"]})
 
 
 class PresetStore(Database):
