@@ -2,15 +2,22 @@
 # make test  — install (first time) and run every test suite against the local RabbitMQ and PostgreSQL
 VENV   ?= .venv
 PYTHON ?= python3
-STAMP  := $(VENV)/.installed
+# `make up` needs only the service; `make test` adds the test tools and the diffusers extra (torch,
+# about 1.2 GB) so that backend's tests run too.
+STAMP      := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: up test test-fast install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e ".[test]"
+	$(VENV)/bin/pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(VENV)/bin/pip install --quiet -e ".[test,diffusers]"
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -25,12 +32,12 @@ browser:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 # Two pytest runs: the browser tests need a process without eventlet (see tests/browser/conftest.py).
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(VENV)/bin/pytest -m "not browser"
 	GAZE_TESTS_WITHOUT_EVENTLET=1 $(VENV)/bin/pytest -m browser tests/browser
 
 # everything except the slow suites (heartbeat traps, browser, fault injection): a quick local loop
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(VENV)/bin/pytest -m "not slow and not browser"
 
 clean:

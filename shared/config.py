@@ -62,6 +62,17 @@ class Settings:
     replica_name: str = ""
     simulated_gpu_seconds: float = 0.2
     status_interval_seconds: float = 30.0
+    # generator: the ComfyUI backend (GAZE_BACKEND=comfyui)
+    comfyui_url: str = "http://127.0.0.1:8188"
+    comfyui_workflow: str = ""              # "" = the bundled SDXL/Illustrious txt2img template
+    comfyui_timeout_seconds: float = 600.0  # per job; then our prompt is interrupted and the job fails
+    comfyui_retry_seconds: float = 30.0     # how long to retry an unreachable ComfyUI before failing
+    comfyui_poll_seconds: float = 1.0       # /history polling interval when the websocket is down
+    # generator: the in-process diffusers backend (GAZE_BACKEND=diffusers; pip install -e '.[diffusers]')
+    models_dir: str = "var/models"          # checkpoints; a spec's checkpoint is a path relative to it
+    diffusers_config_dir: str = ""          # "" = <models_dir>/diffusers-configs: <repo id>/model_index.json, ...
+    diffusers_device: str = ""              # "" = cuda when torch sees a GPU, else cpu
+    diffusers_dtype: str = ""               # "" = float16 on cuda, float32 on cpu; or bfloat16, float32
 
     def nameko_config(self, **overrides) -> dict:
         """The container config a nameko service runs with; DependencyProviders read from it."""
@@ -101,6 +112,16 @@ def load(env=None) -> Settings:
         replica_name=env.get("GAZE_REPLICA_NAME", d.replica_name),
         simulated_gpu_seconds=_float(env, "GAZE_SIMULATED_GPU_SECONDS", d.simulated_gpu_seconds),
         status_interval_seconds=_float(env, "GAZE_STATUS_INTERVAL_SECONDS", d.status_interval_seconds),
+        comfyui_url=env.get("GAZE_COMFYUI_URL", d.comfyui_url),
+        comfyui_workflow=env.get("GAZE_COMFYUI_WORKFLOW", d.comfyui_workflow),
+        comfyui_timeout_seconds=_float(env, "GAZE_COMFYUI_TIMEOUT_SECONDS", d.comfyui_timeout_seconds),
+        comfyui_retry_seconds=_float(env, "GAZE_COMFYUI_RETRY_SECONDS", d.comfyui_retry_seconds),
+        comfyui_poll_seconds=_float(env, "GAZE_COMFYUI_POLL_SECONDS", d.comfyui_poll_seconds),
+        models_dir=str(Path(env.get("GAZE_MODELS_DIR", d.models_dir)).resolve()),
+        diffusers_config_dir=(str(Path(env["GAZE_DIFFUSERS_CONFIG_DIR"]).resolve())
+                              if env.get("GAZE_DIFFUSERS_CONFIG_DIR") else d.diffusers_config_dir),
+        diffusers_device=env.get("GAZE_DIFFUSERS_DEVICE", d.diffusers_device),
+        diffusers_dtype=env.get("GAZE_DIFFUSERS_DTYPE", d.diffusers_dtype),
     ))
 
 

@@ -25,11 +25,16 @@ class GeneratedImage:
 
 def make_backend(settings):
     from services.generator.backends.preview import PreviewBackend
+    from services.generator.backends.comfyui import ComfyUIBackend
     from services.generator.backends.simulated import SimulatedGpuBackend
 
     factories = {
-        "preview": lambda: PreviewBackend(),
+        "preview": lambda: PreviewBackend(settings.checkpoints),
         "simulated": lambda: SimulatedGpuBackend(settings.simulated_gpu_seconds),
+        "comfyui": lambda: ComfyUIBackend.from_settings(settings),
+        # imported only when chosen: the base install has no torch (pip install -e '.[diffusers]')
+        "diffusers": lambda: __import__("services.generator.backends.diffusers_backend",
+                                        fromlist=["DiffusersBackend"]).DiffusersBackend.from_settings(settings),
     }
     try:
         return factories[settings.backend]()

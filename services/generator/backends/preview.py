@@ -101,6 +101,16 @@ def _caption(image, spec):
 class PreviewBackend:
     name = BACKEND_NAME
 
+    def __init__(self, checkpoints=None):
+        self._checkpoints = list(checkpoints) if checkpoints is not None else []
+
+    def checkpoints(self) -> list[str]:
+        """Any checkpoint name draws the same kind of picture: report the configured list."""
+        return list(self._checkpoints)
+
+    def health(self) -> tuple[bool, str]:
+        return True, "preview backend"
+
     def generate(self, spec, on_progress=_noop) -> GeneratedImage:
         metadata = png_metadata(spec, self.name)
         return GeneratedImage(encode_png(render(spec, on_progress), metadata), spec.width, spec.height, metadata)

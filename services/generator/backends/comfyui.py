@@ -1,0 +1,720 @@
+"""The ComfyUI backend: each generator replica drives one ComfyUI server over its HTTP and websocket API.
+
+A job fills a workflow template in ComfyUI's API format (what "Save (API format)" exports) with the spec's
+values, at the node inputs its mapping file names (`<template>.mapping.json` next to `<template>.json`),
+submits it with POST /prompt under a client id of its own, follows it on /ws?clientId=…, reads the
+result from /history/<prompt_id> and fetches the picture with /view. The PNG is re-encoded with GAZE's
+text chunks (the pixels are kept).
+
+What ComfyUI does that this code has to respect:
+- progress goes only to the websocket whose clientId is the prompt's client_id, so each job opens its own;
+- after an execution error no `executing {node: null}` follows, so a job ends on execution_success,
+  execution_error, execution_interrupted or on what /history says — never on executing-null alone;
+- execution_success is sent *before* the history entry is written: the entry is awaited briefly;
+- a timed-out job cancels only its own prompt: POST /queue {"delete": [id]} while it waits,
+  POST /interrupt {"prompt_id": id} while it runs, and nothing when it is no longer in the queue;
+- a dropped websocket falls back to polling /history (and to /queue, to notice a prompt the server lost).
+
+`generate` runs on a real OS thread (see services/generator/runner.py) and blocks there.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+import websocket
+from PIL import Image
+
+from services.generator.backends import BackendError, GeneratedImage
+from services.generator.backends.preview import encode_png, png_metadata
+
+BACKEND_NAME = "comfyui"
+WORKFLOWS_DIR = Path(__file__).with_name("workflows")
+DEFAULT_WORKFLOW = WORKFLOWS_DIR / "txt2img_sdxl.json"
+
+# GenerationSpec fields a mapping may route into the graph, and the JSON type each is sent as.
+MAPPABLE_FIELDS = {
+    "checkpoint": str, "prompt": str, "negative": str, "seed": int, "width": int, "height": int,
+    "steps": int, "cfg": float, "sampler": str, "preset_slug": str, "preset_name": str,
+}
+# Worth a warning when a template leaves them out: the job's parameters would be silently ignored.
+EXPECTED_FIELDS = ("checkpoint", "prompt", "negative", "seed", "width", "height", "steps", "cfg", "sampler")
+
+CONNECT_TIMEOUT = 5.0       # seconds to open one TCP connection
+READ_TIMEOUT = 30.0         # seconds to wait for one HTTP answer
+PROBE_TIMEOUT = 5.0         # health() and checkpoints(): quick, no retries
+WS_CLOSE = websocket.ABNF.OPCODE_CLOSE
+WS_TEXT = websocket.ABNF.OPCODE_TEXT
+MAX_WS_RECONNECTS = 5
+MAX_BACKOFF = 5.0
+
+log = logging.getLogger(__name__)
+
+
+def _noop(value, maximum):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# the workflow template and its mapping
+
+
+def mapping_path(workflow_path: Path) -> Path:
+    """`x/txt2img.json` → `x/txt2img.mapping.json`."""
+    name = workflow_path.name
+    stem = name[:-len(".json")] if name.endswith(".json") else name
+    return workflow_path.with_name(stem + ".mapping.json")
+
+
+@dataclass(frozen=True)
+class Workflow:
+    graph: dict
+    mapping: dict                       # field -> ((node id, input name), ...)
+    output_node: str | None = None
+    source: str = "<memory>"
+
+    @classmethod
+    def load(cls, path) -> "Workflow":
+        """Read and check a template and its mapping file; a broken pair is a configuration error
+        (ValueError), found when the generator starts rather than on every job."""
+        path = Path(path)
+        graph = _read_json(path, "workflow template")
+        mapping = _read_json(mapping_path(path), "workflow mapping")
+        return cls.from_dicts(graph, mapping, source=str(path))
+
+    @classmethod
+    def from_dicts(cls, graph, mapping, source="<memory>") -> "Workflow":
+        if not isinstance(graph, dict) or not graph:
+            raise ValueError(f"{source}: the workflow template must be a JSON object of nodes")
+        if "nodes" in graph and "links" in graph:
+            raise ValueError(f"{source}: this is a UI-format workflow; export it from ComfyUI with "
+                             f"\"Save (API format)\" instead")
+        for node_id, node in graph.items():
+            if not isinstance(node, dict) or "class_type" not in node or not isinstance(node.get("inputs"), dict):
+                raise ValueError(f"{source}: node {node_id!r} is not an API-format node "
+                                 f"({{\"class_type\": ..., \"inputs\": {{...}}}})")
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{source}: the mapping must be a JSON object")
+        targets, output_node = {}, None
+        for key, value in mapping.items():
+            if key.startswith("_"):
+                continue
+            if key == "output_node":
+                output_node = str(value)
+                if output_node not in graph:
+                    raise ValueError(f"{source}: output_node {output_node!r} is not a node of the template")
+                continue
+            if key not in MAPPABLE_FIELDS:
+                raise ValueError(f"{source}: unknown mapping key {key!r}; use {', '.join(MAPPABLE_FIELDS)} "
+                                 f"or output_node")
+            if (not isinstance(value, list) or not value
+                    or not all(isinstance(t, list) and len(t) == 2 for t in value)):
+                raise ValueError(f"{source}: mapping {key!r} must be a list of [node id, input name] pairs")
+            pairs = []
+            for node_id, input_name in value:
+                node_id = str(node_id)
+                node = graph.get(node_id)
+                if node is None:
+                    raise ValueError(f"{source}: mapping {key!r} names node {node_id!r}, which the template "
+                                     f"does not have")
+                if input_name not in node["inputs"]:
+                    raise ValueError(f"{source}: mapping {key!r} names input {input_name!r} of node {node_id} "
+                                     f"({node['class_type']}), which has no such input")
+                if isinstance(node["inputs"][input_name], list):
+                    raise ValueError(f"{source}: mapping {key!r} names input {input_name!r} of node {node_id} "
+                                     f"({node['class_type']}), which is linked to another node; map that node")
+                pairs.append((node_id, input_name))
+            targets[key] = tuple(pairs)
+        if "prompt" not in targets:
+            raise ValueError(f"{source}: the mapping must route 'prompt' to at least one node input")
+        missing = [name for name in EXPECTED_FIELDS if name not in targets]
+        if missing:
+            log.warning("%s: the mapping does not route %s; those job parameters will be ignored",
+                        source, ", ".join(missing))
+        return cls(graph=graph, mapping=targets, output_node=output_node, source=source)
+
+    def fill(self, spec) -> dict:
+        """A copy of the template with the spec's values at the mapped inputs."""
+        graph = copy.deepcopy(self.graph)
+        for key, pairs in self.mapping.items():
+            value = MAPPABLE_FIELDS[key](getattr(spec, key))
+            for node_id, input_name in pairs:
+                graph[node_id]["inputs"][input_name] = value
+        return graph
+
+    def checkpoint_input(self) -> tuple[str, str]:
+        """(node class, input name) where the checkpoint goes: where ComfyUI lists the installed ones."""
+        pairs = self.mapping.get("checkpoint")
+        if not pairs:
+            return "CheckpointLoaderSimple", "ckpt_name"
+        node_id, input_name = pairs[0]
+        return self.graph[node_id]["class_type"], input_name
+
+    def class_types(self) -> list[str]:
+        return sorted({node["class_type"] for node in self.graph.values()})
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{what} {path} is not readable JSON: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# the backend
+
+
+class ComfyUIBackend:
+    name = BACKEND_NAME
+
+    def __init__(self, url: str, workflow=None, *, timeout_seconds: float = 600.0, retry_seconds: float = 30.0,
+                 poll_seconds: float = 1.0):
+        self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"GAZE_COMFYUI_URL must be an http(s) URL, not {url!r}")
+        self.workflow = workflow if isinstance(workflow, Workflow) else Workflow.load(workflow or DEFAULT_WORKFLOW)
+        if timeout_seconds <= 0 or retry_seconds < 0 or poll_seconds <= 0:
+            raise ValueError("GAZE_COMFYUI_TIMEOUT_SECONDS and GAZE_COMFYUI_POLL_SECONDS must be positive, "
+                             "GAZE_COMFYUI_RETRY_SECONDS at least 0")
+        self.timeout_seconds = float(timeout_seconds)
+        self.retry_seconds = float(retry_seconds)
+        self.poll_seconds = max(0.01, float(poll_seconds))
+
+    @classmethod
+    def from_settings(cls, settings) -> "ComfyUIBackend":
+        return cls(settings.comfyui_url, settings.comfyui_workflow or None,
+                   timeout_seconds=settings.comfyui_timeout_seconds,
+                   retry_seconds=settings.comfyui_retry_seconds,
+                   poll_seconds=settings.comfyui_poll_seconds)
+
+    @property
+    def ws_url(self) -> str:
+        parts = urlsplit(self.url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path + "/ws", "", ""))
+
+    def generate(self, spec, on_progress=_noop) -> GeneratedImage:
+        if spec.seed is None:   # the jobs service always sets one; a direct caller might not
+            spec = spec.model_copy(update={"seed": random.getrandbits(50)})
+        return _Run(self, spec, on_progress).run()
+
+    def checkpoints(self) -> list[str]:
+        """The checkpoints installed on the ComfyUI node (the choices of the template's checkpoint input).
+        Raises BackendError when ComfyUI cannot be asked."""
+        class_type, input_name = self.workflow.checkpoint_input()
+        try:
+            response = requests.get(f"{self.url}/object_info/{quote(class_type, safe='')}",
+                                    timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT))
+            response.raise_for_status()
+            info = response.json().get(class_type)
+        except (requests.RequestException, ValueError) as exc:
+            raise BackendError(f"cannot list checkpoints: ComfyUI at {self.url}: {_reason(exc)}") from None
+        if not info:
+            raise BackendError(f"cannot list checkpoints: ComfyUI at {self.url} has no {class_type} node")
+        inputs = info.get("input") or {}
+        spec = (inputs.get("required") or {}).get(input_name) or (inputs.get("optional") or {}).get(input_name)
+        choices = _combo_options(spec)
+        if choices is None:
+            raise BackendError(f"cannot list checkpoints: {class_type}.{input_name} on ComfyUI at {self.url} "
+                               f"is not a list of choices")
+        return [str(choice) for choice in choices]
+
+    def health(self) -> tuple[bool, str]:
+        """(ok, detail): ComfyUI answers, and has every node class the workflow template uses."""
+        try:
+            response = requests.get(f"{self.url}/system_stats", timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT))
+        except requests.RequestException as exc:
+            return False, f"ComfyUI at {self.url} is unreachable: {_reason(exc)}"
+        if response.status_code != 200:
+            return False, f"ComfyUI at {self.url} answered HTTP {response.status_code} to /system_stats"
+        try:
+            stats = response.json()
+            system = stats.get("system") or {}
+            devices = stats.get("devices") or []
+        except (ValueError, AttributeError):
+            return False, f"ComfyUI at {self.url} sent an unreadable /system_stats"
+        missing = []
+        try:
+            for class_type in self.workflow.class_types():
+                info = requests.get(f"{self.url}/object_info/{quote(class_type, safe='')}",
+                                    timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT))
+                if info.status_code != 200 or class_type not in (info.json() or {}):
+                    missing.append(class_type)
+        except (requests.RequestException, ValueError) as exc:
+            return False, f"ComfyUI at {self.url} failed while listing its nodes: {_reason(exc)}"
+        version = system.get("comfyui_version") or "(version unknown)"
+        where = f"ComfyUI {version} at {self.url}"
+        if missing:
+            return False, (f"{where} lacks node type(s) {', '.join(missing)} used by the workflow "
+                           f"{self.workflow.source}")
+        return True, f"{where}; devices: {_describe_devices(devices)}"
+
+
+def _describe_devices(devices) -> str:
+    described = []
+    for device in devices:
+        if not isinstance(device, dict):
+            continue
+        name = device.get("name") or device.get("type") or "?"
+        total, free = device.get("vram_total"), device.get("vram_free")
+        if isinstance(total, (int, float)) and total > 0 and isinstance(free, (int, float)):
+            name += f" ({free / 2**30:.1f}/{total / 2**30:.1f} GiB free)"
+        described.append(name)
+    return ", ".join(described) or "none reported"
+
+
+def _combo_options(spec):
+    """The choices of a combo input, in the old ([choices], {...}) and the newer ("COMBO", {options}) form."""
+    if not isinstance(spec, list) or not spec:
+        return None
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        options = spec[1].get("options")
+        return options if isinstance(options, list) else None
+    return None
+
+
+_ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^'\")\]]+)")
+
+
+def _reason(exc) -> str:
+    """A short cause ("Connection refused") instead of urllib3's nested repr."""
+    text = str(exc)
+    found = _ERRNO.search(text)
+    if found:
+        code = int(found.group(1))
+        # eventlet's green sockets say "ECONNREFUSED" where the OS says "Connection refused"
+        return os.strerror(code) if code > 0 else found.group(2).strip()
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.ReadTimeout):
+        return "no answer in time"
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
+    return _shorten(text or type(exc).__name__, 200)
+
+
+def _shorten(text, limit=300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+class _Unreachable(Exception):
+    """ComfyUI did not answer (connection refused, reset, proxy 502/503/504)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# one job
+
+
+@dataclass
+class _Run:
+    backend: ComfyUIBackend
+    spec: object
+    on_progress: object
+    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def __post_init__(self):
+        self.url = self.backend.url
+        self.graph = self.backend.workflow.fill(self.spec)
+        self.http = requests.Session()
+        self.ws = None
+        self.ws_reconnects = 0
+        self.submitted = False      # the prompt is on the server ...
+        self.settled = False        # ... and has ended there (or is known gone): nothing to cancel
+        self.outputs = {}           # from `executed` events, should /history lose the entry
+        self.started = time.monotonic()
+        self.deadline = self.started + self.backend.timeout_seconds
+        self.last_contact = self.started
+
+    # ---- the whole job
+
+    def run(self) -> GeneratedImage:
+        try:
+            self._submit()
+            entry = self._follow()
+            return self._result(entry)
+        except BaseException:
+            if self.submitted and not self.settled:
+                outcome = self._cancel()
+                log.warning("prompt %s: abandoned, %s", self.prompt_id, outcome)
+            raise
+        finally:
+            self._close_ws()
+            self.http.close()
+
+    # ---- submitting, with retries while ComfyUI is unreachable
+
+    def _submit(self):
+        body = {"prompt": self.graph, "client_id": self.client_id, "prompt_id": self.prompt_id}
+        give_up = min(time.monotonic() + self.backend.retry_seconds, self.deadline)
+        delay = min(0.25, max(0.01, self.backend.retry_seconds / 8))
+        attempts = 0
+        while True:
+            attempts += 1
+            if self.ws is None:
+                self._open_ws()
+            try:
+                response = self._request("POST", "/prompt", json=body)
+                break
+            except BackendError:
+                self.submitted = True   # no answer in time: it may be queued there, so cancel it on the way out
+                raise
+            except _Unreachable as exc:
+                now = time.monotonic()
+                if now + delay > give_up:
+                    raise BackendError(
+                        f"ComfyUI at {self.url} is unreachable: {exc} (tried {attempts} times over "
+                        f"{now - self.started:.1f}s)") from None
+                log.warning("ComfyUI at %s unreachable (%s); retrying in %.2fs", self.url, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+        if response.status_code == 200:
+            self.submitted = True
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = {}
+            answer = answer if isinstance(answer, dict) else {}
+            self.prompt_id = str(answer.get("prompt_id") or self.prompt_id)
+            if answer.get("node_errors"):
+                log.warning("prompt %s: ComfyUI accepted it with node errors: %s", self.prompt_id,
+                            _shorten(json.dumps(answer["node_errors"]), 500))
+            log.info("prompt %s: submitted to %s (client %s)", self.prompt_id, self.url, self.client_id)
+            return
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.status_code == 400 and isinstance(answer, dict):
+            raise BackendError(self._validation_message(answer))
+        raise BackendError(f"ComfyUI at {self.url} answered HTTP {response.status_code} to POST /prompt: "
+                           f"{_shorten(response.text, 300)}")
+
+    def _validation_message(self, answer: dict) -> str:
+        error = answer.get("error")
+        if not isinstance(error, dict):
+            error = {"message": str(error or "invalid prompt")}
+        node_errors = answer.get("node_errors")
+        node_errors = node_errors if isinstance(node_errors, dict) else {}
+        checkpoint_targets = set(self.backend.workflow.mapping.get("checkpoint", ()))
+        parts = []
+        for node_id, found in node_errors.items():
+            class_type = found.get("class_type") or self.graph.get(node_id, {}).get("class_type", "?")
+            for err in found.get("errors") or []:
+                info = err.get("extra_info") or {}
+                input_name = info.get("input_name")
+                if err.get("type") == "value_not_in_list" and (
+                        (str(node_id), input_name) in checkpoint_targets or input_name == "ckpt_name"):
+                    return (f"checkpoint '{self.spec.checkpoint}' is not installed on this node "
+                            f"(ComfyUI at {self.url}){_installed(info.get('input_config'))}")
+                where = f"{class_type} (node {node_id})" + (f" input '{input_name}'" if input_name else "")
+                text = err.get("message") or err.get("type") or "invalid"
+                details = err.get("details")
+                parts.append(f"{where}: {text}" + (f" ({_shorten(details, 200)})" if details else ""))
+        if parts:
+            return "ComfyUI rejected the workflow: " + "; ".join(parts)
+        message = error.get("message") or error.get("type") or "invalid prompt"
+        details = error.get("details")
+        return "ComfyUI rejected the workflow: " + message + (f" ({_shorten(details, 200)})" if details else "")
+
+    # ---- following the prompt to its end
+
+    def _follow(self) -> dict:
+        """Until the prompt ends: its history entry on success; BackendError on failure or timeout."""
+        poll = self.backend.poll_seconds
+        next_history = time.monotonic() + 5 * poll
+        misses = 0
+        while True:
+            now = time.monotonic()
+            if now >= self.deadline:
+                self._time_out()
+            if self.ws is not None:
+                event = self._receive(min(self.deadline - now, poll))
+                if event is not None:
+                    entry = self._handle(event)
+                    if entry is not None:
+                        return entry
+                    continue
+                if self.ws is not None and time.monotonic() < next_history:
+                    continue
+                # a quiet socket is normal (a slow node, a long queue): look at the server now and then
+            entry = self._history()
+            if entry is not None:
+                self._drain()
+                return self._settle_from_history(entry)
+            misses = misses + 1 if self._lost() else 0
+            if misses >= 2:
+                self.settled = True
+                raise BackendError(f"ComfyUI at {self.url} lost prompt {self.prompt_id}: it is neither "
+                                   f"queued, running nor in its history (was the server restarted?)")
+            if self.ws is None:
+                time.sleep(max(0.0, min(poll, self.deadline - time.monotonic())))
+                if self.ws_reconnects < MAX_WS_RECONNECTS:
+                    self.ws_reconnects += 1
+                    self._open_ws()
+            next_history = time.monotonic() + 5 * poll
+
+    def _handle(self, event) -> dict | None:
+        kind, data = event.get("type"), event.get("data")
+        if not isinstance(data, dict):
+            return None
+        if data.get("prompt_id") not in (None, self.prompt_id):
+            return None     # our socket only gets our prompt's events, but be sure
+        if kind == "progress":
+            value, maximum = data.get("value"), data.get("max")
+            if isinstance(value, (int, float)) and isinstance(maximum, (int, float)):
+                self.on_progress(int(value), int(maximum))
+        elif kind == "executed":
+            output = data.get("output")
+            if isinstance(output, dict) and data.get("node") is not None:
+                self.outputs[str(data["node"])] = output
+        elif kind == "execution_error":
+            self.settled = True
+            raise BackendError(_execution_error_message(data))
+        elif kind == "execution_interrupted":
+            self.settled = True
+            raise BackendError(_interrupted_message(data))
+        elif kind == "execution_success" or (kind == "executing" and data.get("node") is None
+                                             and data.get("prompt_id") == self.prompt_id):
+            self.settled = True
+            return self._await_history()
+        return None
+
+    def _drain(self):
+        """Relay the progress still waiting on the socket when /history already says the prompt is done."""
+        while self.ws is not None:
+            event = self._receive(0.01)
+            if event is None:
+                return
+            data = event.get("data")
+            if (event.get("type") == "progress" and isinstance(data, dict)
+                    and data.get("prompt_id") in (None, self.prompt_id)):
+                self._handle(event)
+
+    def _await_history(self) -> dict:
+        """ComfyUI sends execution_success before it writes the history entry: wait for the entry."""
+        until = time.monotonic() + max(10.0, 5 * self.backend.poll_seconds)
+        pause = 0.02
+        while True:
+            entry = self._history()
+            if entry is not None:
+                return self._settle_from_history(entry)
+            if time.monotonic() >= until:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        if self.outputs:
+            log.warning("prompt %s: no history entry; using the outputs seen on the websocket", self.prompt_id)
+            return {"outputs": self.outputs}
+        raise BackendError(f"ComfyUI at {self.url} reported prompt {self.prompt_id} done but has no "
+                           f"record of it in /history")
+
+    def _settle_from_history(self, entry: dict) -> dict:
+        self.settled = True
+        status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+        for message in status.get("messages") or []:
+            if not (isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict)):
+                continue
+            if message[0] == "execution_error":
+                raise BackendError(_execution_error_message(message[1]))
+            if message[0] == "execution_interrupted":
+                raise BackendError(_interrupted_message(message[1]))
+        if status.get("status_str") == "error":
+            raise BackendError(f"ComfyUI reports that prompt {self.prompt_id} failed (no details in its history)")
+        return entry
+
+    def _time_out(self):
+        outcome = self._cancel()
+        self.settled = True
+        raise BackendError(f"the job exceeded its time limit of {self.backend.timeout_seconds:g}s on ComfyUI "
+                           f"(GAZE_COMFYUI_TIMEOUT_SECONDS); its prompt was {outcome}")
+
+    def _cancel(self) -> str:
+        """Stop our prompt — and only ours: delete it while it waits, interrupt it while it runs."""
+        try:
+            running, pending = self._queue()
+            if self.prompt_id in pending:
+                self._request("POST", "/queue", json={"delete": [self.prompt_id]}, timeout=PROBE_TIMEOUT)
+                return "removed from ComfyUI's queue"
+            if self.prompt_id in running:
+                self._request("POST", "/interrupt", json={"prompt_id": self.prompt_id}, timeout=PROBE_TIMEOUT)
+                return "interrupted on ComfyUI"
+            return "no longer queued or running on ComfyUI"
+        except (_Unreachable, requests.RequestException, ValueError) as exc:
+            return f"not cancelled: ComfyUI did not answer ({exc})"
+
+    def _lost(self) -> bool:
+        """Neither in /queue nor (checked again after it) in /history: the server forgot the prompt."""
+        try:
+            running, pending = self._queue()
+        except (_Unreachable, requests.RequestException, ValueError):
+            return False
+        return self.prompt_id not in running and self.prompt_id not in pending and self._history() is None
+
+    # ---- the finished picture
+
+    def _result(self, entry: dict) -> GeneratedImage:
+        ref = self._pick_image(entry.get("outputs") or {})
+        params = {"filename": ref.get("filename", ""), "subfolder": ref.get("subfolder", ""),
+                  "type": ref.get("type", "output")}
+        response = self._request("GET", "/view", params=params)
+        if response.status_code != 200:
+            raise BackendError(f"could not fetch the image {params['filename']!r} from ComfyUI at {self.url}: "
+                               f"HTTP {response.status_code}")
+        try:
+            image = Image.open(io.BytesIO(response.content))
+            image.load()
+        except Exception as exc:  # Pillow raises many kinds for a bad file
+            raise BackendError(f"ComfyUI returned an image GAZE cannot read ({params['filename']!r}: {exc})") from None
+        metadata = png_metadata(self.spec, BACKEND_NAME)
+        log.info("prompt %s: done in %.2fs (%s)", self.prompt_id, time.monotonic() - self.started,
+                 params["filename"])
+        return GeneratedImage(encode_png(image, metadata), image.width, image.height, metadata)
+
+    def _pick_image(self, outputs: dict) -> dict:
+        wanted = self.backend.workflow.output_node
+        if wanted is not None:
+            images = (outputs.get(wanted) or {}).get("images") or []
+            if images:
+                return images[0]
+        everything = [image for output in outputs.values() if isinstance(output, dict)
+                      for image in output.get("images") or [] if isinstance(image, dict)]
+        saved = [image for image in everything if image.get("type") == "output"]
+        if saved or everything:
+            return (saved or everything)[0]
+        raise BackendError(f"the ComfyUI workflow {self.backend.workflow.source} finished without an image "
+                           f"(it needs a SaveImage node)")
+
+    # ---- HTTP and websocket plumbing
+
+    def _request(self, method, path, timeout=READ_TIMEOUT, **kwargs) -> requests.Response:
+        """One HTTP call; _Unreachable when ComfyUI does not answer, else the response (any status)."""
+        remaining = max(0.5, self.deadline - time.monotonic())
+        try:
+            response = self.http.request(method, self.url + path, timeout=(CONNECT_TIMEOUT, min(timeout, remaining)),
+                                         **kwargs)
+        except requests.ConnectionError as exc:
+            raise _Unreachable(_reason(exc)) from None
+        except requests.Timeout as exc:
+            raise BackendError(f"ComfyUI at {self.url} did not answer {method} {path} in time "
+                               f"({_reason(exc)})") from None
+        if response.status_code in (502, 503, 504):
+            raise _Unreachable(f"HTTP {response.status_code}")
+        self.last_contact = time.monotonic()
+        return response
+
+    def _history(self) -> dict | None:
+        """Our history entry, or None while there is none. ComfyUI going away mid-job is tolerated for
+        GAZE_COMFYUI_RETRY_SECONDS since it last answered."""
+        try:
+            response = self._request("GET", f"/history/{quote(self.prompt_id, safe='')}")
+        except _Unreachable as exc:
+            if time.monotonic() - self.last_contact > self.backend.retry_seconds:
+                raise BackendError(f"ComfyUI at {self.url} became unreachable during the job: {exc}") from None
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            entry = response.json().get(self.prompt_id)
+        except (ValueError, AttributeError):
+            return None
+        return entry if isinstance(entry, dict) else None
+
+    def _queue(self) -> tuple[set, set]:
+        response = self._request("GET", "/queue", timeout=PROBE_TIMEOUT)
+        response.raise_for_status()
+        data = response.json()
+
+        def ids(items):
+            return {str(item[1]) for item in items or [] if isinstance(item, list) and len(item) > 1}
+
+        return ids(data.get("queue_running")), ids(data.get("queue_pending"))
+
+    def _open_ws(self):
+        try:
+            # no Origin header: ComfyUI refuses requests whose Origin differs from the Host (behind a proxy)
+            self.ws = websocket.create_connection(f"{self.backend.ws_url}?clientId={self.client_id}",
+                                                  timeout=CONNECT_TIMEOUT, suppress_origin=True)
+        except Exception as exc:  # websocket-client raises OSError, WebSocket*Exception, ...
+            self.ws = None
+            log.info("no websocket to %s (%s); following the prompt through /history", self.url, _reason(exc))
+        else:
+            self.last_contact = time.monotonic()
+
+    def _receive(self, timeout) -> dict | None:
+        """One JSON event from the websocket; None on a quiet interval, a preview, or a dropped socket."""
+        try:
+            self.ws.settimeout(max(0.01, timeout))
+            opcode, data = self.ws.recv_data()
+        except websocket.WebSocketTimeoutException:
+            return None
+        except Exception as exc:  # closed, reset, protocol error: fall back to /history
+            log.warning("prompt %s: websocket dropped (%s); polling /history", self.prompt_id, _reason(exc))
+            self._close_ws()
+            return None
+        if opcode == WS_CLOSE:
+            log.warning("prompt %s: ComfyUI closed the websocket; polling /history", self.prompt_id)
+            self._close_ws()
+            return None
+        self.last_contact = time.monotonic()
+        if opcode != WS_TEXT:
+            return None     # binary frames are previews
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return None
+        return event if isinstance(event, dict) else None
+
+    def _close_ws(self):
+        if self.ws is not None:
+            try:
+                self.ws.close(timeout=0.2)
+            except Exception:
+                pass
+            self.ws = None
+
+
+def _installed(input_config) -> str:
+    choices = _combo_options(input_config) if isinstance(input_config, list) else None
+    if choices is None:
+        return ""
+    if not choices:
+        return "; it has no checkpoints at all (check ComfyUI's models/checkpoints or extra_model_paths.yaml)"
+    shown = ", ".join(str(choice) for choice in choices[:5])
+    more = f" and {len(choices) - 5} more" if len(choices) > 5 else ""
+    return f"; installed: {shown}{more}"
+
+
+def _execution_error_message(data: dict) -> str:
+    node = data.get("node_type") or "a node"
+    if data.get("node_id") is not None:
+        node += f" (node {data['node_id']})"
+    exception = data.get("exception_type") or "error"
+    message = _shorten(data.get("exception_message") or "", 500)
+    return f"ComfyUI failed in {node}: {exception}" + (f": {message}" if message else "")
+
+
+def _interrupted_message(data: dict) -> str:
+    where = data.get("node_type") or "a node"
+    if data.get("node_id") is not None:
+        where += f" (node {data['node_id']})"
+    return f"the prompt was interrupted on ComfyUI in {where} (cancelled on the ComfyUI server)"

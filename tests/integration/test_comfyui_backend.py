@@ -1,0 +1,353 @@
+"""The ComfyUI backend against a ComfyUI-protocol test server (tests/comfyui_fake) over real HTTP and
+websockets: progress, the filled template, ComfyUI's error answers, lost websockets, time limits that
+cancel only our own prompt, an unreachable server, and the node's checkpoint list and health.
+
+Needs neither PostgreSQL nor RabbitMQ. The fake runs in a real OS thread; the backend runs here (under
+eventlet, as the suite does) and once through the generator's BackendRunner (an OS thread via tpool)."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+
+import pytest
+import requests
+import websocket
+from eventlet import patcher
+from PIL import Image
+
+from shared.schemas import GenerationSpec
+from services.generator.backends import BackendError, GeneratedImage
+from services.generator.backends.comfyui import DEFAULT_WORKFLOW, ComfyUIBackend
+from services.generator.backends.preview import png_metadata
+from services.generator.runner import BackendRunner
+from tests.comfyui_fake import FakeComfyUI, Script, free_port
+from tests.integration.conftest import wait_until
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TEMPLATE = json.loads(DEFAULT_WORKFLOW.read_text())
+
+
+@pytest.fixture
+def fake():
+    server = FakeComfyUI().start()
+    yield server
+    server.stop()
+
+
+def backend_for(url, workflow=None, **settings):
+    settings = {"timeout_seconds": 10.0, "retry_seconds": 2.0, "poll_seconds": 0.05, **settings}
+    return ComfyUIBackend(url, workflow, **settings)
+
+
+def make_spec(**changes) -> GenerationSpec:
+    fields = dict(preset_slug="example_01", preset_name="Example", prompt="a lighthouse at dusk",
+                  negative="blurry, lowres", checkpoint="Illustrious/model.safetensors", width=64, height=48,
+                  steps=4, cfg=6.5, sampler="euler_ancestral", seed=1234)
+    fields.update(changes)
+    return GenerationSpec(**fields)
+
+
+def submit_foreign(fake, **script):
+    """A prompt from someone else (another client id), e.g. the ComfyUI web UI's user."""
+    graph = json.loads(json.dumps(TEMPLATE))
+    graph["5"]["inputs"].update(width=32, height=32)
+    answer = requests.post(f"{fake.url}/prompt", json={"prompt": graph, "client_id": "someone-else",
+                                                       "extra_data": {"fake_script": script}}, timeout=5)
+    answer.raise_for_status()
+    return answer.json()["prompt_id"]
+
+
+def text_chunks(png: bytes) -> dict:
+    image = Image.open(io.BytesIO(png))
+    image.load()
+    return dict(image.text)
+
+
+# ---- a normal job
+
+
+def test_a_job_reports_progress_and_returns_the_pixels_with_gaze_metadata(fake):
+    spec = make_spec()
+    progress = []
+    image = backend_for(fake.url).generate(spec, lambda value, maximum: progress.append((value, maximum)))
+
+    assert isinstance(image, GeneratedImage)
+    assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert image.png.startswith(PNG_MAGIC) and (image.width, image.height) == (64, 48)
+    assert image.metadata == png_metadata(spec, "comfyui")
+    # GAZE's text chunks replace ComfyUI's (whose `prompt` chunk is the graph); the pixels are ComfyUI's
+    assert text_chunks(image.png) == png_metadata(spec, "comfyui")
+    [original] = fake.files.values()
+    assert json.loads(Image.open(io.BytesIO(original)).text["prompt"])["6"]["inputs"]["text"] == spec.prompt
+    assert Image.open(io.BytesIO(image.png)).tobytes() == Image.open(io.BytesIO(original)).tobytes()
+
+
+def test_the_template_is_filled_at_the_mapped_inputs_and_otherwise_left_alone(fake):
+    spec = make_spec(checkpoint="SDXL/sd_xl_base_1.0.safetensors", seed=2**63 - 1, steps=3, cfg=4.5,
+                     sampler="dpmpp_2m", width=72, height=40, prompt="p", negative="n")
+    backend = backend_for(fake.url)
+    backend.generate(spec)
+
+    [body] = fake.prompts
+    graph = body["prompt"]
+    assert graph["4"]["inputs"]["ckpt_name"] == "SDXL/sd_xl_base_1.0.safetensors"
+    assert graph["6"]["inputs"]["text"] == "p" and graph["7"]["inputs"]["text"] == "n"
+    assert {k: graph["3"]["inputs"][k] for k in ("seed", "steps", "cfg", "sampler_name")} == {
+        "seed": 2**63 - 1, "steps": 3, "cfg": 4.5, "sampler_name": "dpmpp_2m"}
+    assert (graph["5"]["inputs"]["width"], graph["5"]["inputs"]["height"]) == (72, 40)
+    # everything the mapping does not name is the template's
+    assert graph["3"]["inputs"]["scheduler"] == TEMPLATE["3"]["inputs"]["scheduler"]
+    assert graph["9"] == TEMPLATE["9"] and graph["8"] == TEMPLATE["8"]
+    assert set(graph) == set(TEMPLATE)
+    # submitted under a client id of its own, on whose websocket it listened
+    assert body["client_id"] in fake.ws_connects
+    assert backend.workflow.graph == TEMPLATE        # the template itself is never modified
+
+
+def test_events_go_only_to_the_submitting_clients_websocket(fake):
+    bystander = websocket.create_connection(f"ws://127.0.0.1:{fake.port}/ws?clientId=bystander", timeout=2)
+    try:
+        progress = []
+        backend_for(fake.url).generate(make_spec(), lambda v, m: progress.append(v))
+        assert progress == [1, 2, 3, 4]
+        bystander.settimeout(0.1)
+        seen = []
+        try:
+            while True:
+                seen.append(json.loads(bystander.recv())["type"])
+        except websocket.WebSocketTimeoutException:
+            pass
+        assert seen and set(seen) == {"status"}
+    finally:
+        bystander.close()
+
+
+def test_a_custom_workflow_with_its_own_mapping(fake, tmp_path):
+    graph = json.loads(json.dumps(TEMPLATE))
+    graph["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+    graph["5"]["inputs"].update(width=96, height=80)
+    (tmp_path / "mine.json").write_text(json.dumps(graph))
+    (tmp_path / "mine.mapping.json").write_text(json.dumps({
+        "prompt": [["6", "text"], ["9", "filename_prefix"]], "seed": [["3", "seed"]],
+        "checkpoint": [["4", "ckpt_name"]], "output_node": "9"}))
+    image = backend_for(fake.url, str(tmp_path / "mine.json")).generate(make_spec(prompt="gaze/custom"))
+    submitted = fake.prompts[0]["prompt"]
+    assert submitted["9"]["inputs"]["filename_prefix"] == "gaze/custom"
+    assert submitted["5"]["inputs"]["width"] == 96            # not mapped here: the template's value
+    assert (image.width, image.height) == (96, 80)            # the image ComfyUI made, whatever the spec says
+
+
+def test_success_is_awaited_until_the_history_entry_exists(fake):
+    """ComfyUI sends execution_success before it writes the history entry."""
+    fake.script = Script(history_delay=0.2)
+    image = backend_for(fake.url).generate(make_spec())
+    assert image.png.startswith(PNG_MAGIC)
+
+
+# ---- ComfyUI's refusals and failures become readable job errors
+
+
+def test_a_validation_error_names_the_node_class_and_the_input(fake):
+    with pytest.raises(BackendError) as err:
+        backend_for(fake.url).generate(make_spec(sampler="no_such_sampler"))
+    message = str(err.value)
+    assert message.startswith("ComfyUI rejected the workflow: KSampler (node 3) input 'sampler_name': Value not in list")
+    assert "no_such_sampler" in message
+    assert fake.history == {}
+
+
+def test_an_unknown_node_class_is_named(fake, tmp_path):
+    graph = json.loads(json.dumps(TEMPLATE))
+    graph["8"]["class_type"] = "VAEDecodeTiledByMagic"
+    (tmp_path / "w.json").write_text(json.dumps(graph))
+    (tmp_path / "w.mapping.json").write_text(json.dumps({"prompt": [["6", "text"]]}))
+    with pytest.raises(BackendError) as err:
+        backend_for(fake.url, tmp_path / "w.json").generate(make_spec())
+    assert str(err.value) == ("ComfyUI rejected the workflow: Cannot execute because node VAEDecodeTiledByMagic "
+                              "does not exist. (Node ID '#8')")
+
+
+def test_a_missing_checkpoint_is_named(fake):
+    with pytest.raises(BackendError) as err:
+        backend_for(fake.url).generate(make_spec(checkpoint="Pony/pony_v6.safetensors"))
+    assert str(err.value).startswith(
+        f"checkpoint 'Pony/pony_v6.safetensors' is not installed on this node (ComfyUI at {fake.url}); "
+        f"installed: Illustrious/model.safetensors, SDXL/sd_xl_base_1.0.safetensors")
+
+
+def test_an_execution_error_fails_the_job_at_once(fake):
+    fake.script = Script(fail_at="KSampler", exception_type="torch.OutOfMemoryError",
+                         exception_message="CUDA out of memory. Tried to allocate 2.00 GiB")
+    started = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        backend_for(fake.url, timeout_seconds=30).generate(make_spec())
+    assert time.monotonic() - started < 2.0       # no waiting for an executing-null that never comes
+    assert str(err.value) == ("ComfyUI failed in KSampler (node 3): torch.OutOfMemoryError: "
+                              "CUDA out of memory. Tried to allocate 2.00 GiB")
+    [prompt_id] = fake.history
+    assert ("executing", {"node": None, "prompt_id": prompt_id}) not in fake.events_for(prompt_id)
+    assert fake.interrupts == [] and fake.deletes == []
+
+
+def test_an_execution_error_seen_only_in_the_history(fake):
+    """The websocket is gone before the error: /history's messages carry it."""
+    fake.script = Script(drop_ws_after_step=1, step_delay=0.01, fail_at="VAEDecode", exception_message="boom")
+    with pytest.raises(BackendError, match=r"^ComfyUI failed in VAEDecode \(node 8\): RuntimeError: boom$"):
+        backend_for(fake.url).generate(make_spec())
+
+
+def test_a_prompt_interrupted_by_someone_else_fails_the_job(fake):
+    fake.script = Script(steps=50, step_delay=0.01)
+
+    def interrupt_everything(value, maximum):   # the ComfyUI web UI's "cancel" button: no prompt_id
+        if value == 2:
+            requests.post(f"{fake.url}/interrupt", json={}, timeout=5)
+
+    with pytest.raises(BackendError, match=r"interrupted on ComfyUI in KSampler \(node 3\)"):
+        backend_for(fake.url).generate(make_spec(), interrupt_everything)
+
+
+def test_a_comfyui_server_error_is_reported(fake):
+    fake.script = Script(accept=False)
+    with pytest.raises(BackendError, match=r"answered HTTP 500 to POST /prompt: 500 Internal Server Error"):
+        backend_for(fake.url).generate(make_spec())
+
+
+# ---- a lost websocket, a lost prompt
+
+
+def test_a_dropped_websocket_falls_back_to_polling_the_history(fake):
+    fake.script = Script(steps=8, step_delay=0.02, drop_ws_after_step=2, refuse_ws_after_drop=True)
+    progress = []
+    image = backend_for(fake.url).generate(make_spec(), lambda v, m: progress.append(v))
+    assert image.png.startswith(PNG_MAGIC) and (image.width, image.height) == (64, 48)
+    assert progress == [1, 2]                     # nothing after the drop: the result came from /history
+    assert fake.ws_refused                        # it tried to get its socket back, and could not
+
+
+def test_a_websocket_that_comes_back_resumes_progress(fake):
+    fake.script = Script(steps=12, step_delay=0.03, drop_ws_after_step=2, refuse_ws_after_drop=False)
+    progress = []
+    backend_for(fake.url).generate(make_spec(), lambda v, m: progress.append(v))
+    assert len(fake.ws_connects) == 2 and progress[-1] == 12
+
+
+def test_a_prompt_the_server_forgot_fails_the_job(fake):
+    """ComfyUI restarted mid-job: its queue and history are gone, the websocket comes back empty."""
+    fake.script = Script(hang=True)
+    restarted = []
+
+    def restart_once(value, maximum):
+        if not restarted:
+            restarted.append(True)
+            fake.restart()
+
+    with pytest.raises(BackendError, match=r"lost prompt .*: it is neither queued, running nor in its history"):
+        backend_for(fake.url).generate(make_spec(), restart_once)
+
+
+# ---- time limits cancel our prompt, and only ours
+
+
+def test_a_timeout_interrupts_our_running_prompt_and_not_the_next_one(fake):
+    fake.script = Script(hang=True)
+    foreign = []
+
+    def queue_someone_elses_prompt(value, maximum):
+        if not foreign:
+            foreign.append(submit_foreign(fake, hang=False))
+
+    started = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        backend_for(fake.url, timeout_seconds=0.5).generate(make_spec(), queue_someone_elses_prompt)
+    assert 0.5 <= time.monotonic() - started < 2.0
+    assert "exceeded its time limit of 0.5s" in str(err.value) and "interrupted on ComfyUI" in str(err.value)
+    ours = fake.prompts[0]["prompt_id"]
+    assert fake.interrupts == [{"prompt_id": ours}] and fake.deletes == []
+    # ours ends as interrupted; the other client's prompt then runs to success
+    wait_until(lambda: fake.history.get(foreign[0]), timeout=5, what="the foreign prompt to finish")
+    assert fake.history[foreign[0]]["status"]["status_str"] == "success"
+    assert fake.history[ours]["status"]["status_str"] == "error"
+
+
+def test_a_timeout_while_waiting_removes_our_prompt_from_the_queue_only(fake):
+    foreign = submit_foreign(fake, hang=True)
+    wait_until(lambda: fake.running_id == foreign, timeout=5, what="the foreign prompt to run")
+    with pytest.raises(BackendError, match=r"exceeded its time limit .* removed from ComfyUI's queue"):
+        backend_for(fake.url, timeout_seconds=0.4).generate(make_spec())
+    ours = fake.prompts[-1]["prompt_id"]
+    assert fake.deletes == [[ours]] and fake.interrupts == []
+    assert fake.running_id == foreign and fake.pending_ids == []     # the other prompt still runs
+
+
+# ---- an unreachable ComfyUI
+
+
+def test_an_unreachable_server_is_retried_then_reported_within_the_retry_window(caplog):
+    url = f"http://127.0.0.1:{free_port()}"
+    caplog.set_level(logging.WARNING, logger="services.generator.backends.comfyui")
+    started = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        backend_for(url, retry_seconds=0.6).generate(make_spec())
+    elapsed = time.monotonic() - started
+    assert 0.3 <= elapsed < 1.5
+    assert str(err.value).startswith(f"ComfyUI at {url} is unreachable: Connection refused (tried ")
+    assert len([r for r in caplog.records if "retrying" in r.getMessage()]) >= 2
+
+
+def test_a_server_that_comes_up_within_the_retry_window_gets_the_job():
+    port = free_port()
+    late = FakeComfyUI(port=port)
+    timer = patcher.original("threading").Timer(0.2, late.start)
+    timer.start()
+    try:
+        image = backend_for(f"http://127.0.0.1:{port}", retry_seconds=2).generate(make_spec())
+        assert image.png.startswith(PNG_MAGIC)
+        assert len(late.prompts) == 1
+    finally:
+        timer.join()
+        late.stop()
+
+
+# ---- the node's checkpoints and health
+
+
+def test_checkpoints_come_from_the_node(fake):
+    fake.checkpoints[:] = ["Illustrious/model.safetensors", "Pony/pony_v6.safetensors"]
+    assert backend_for(fake.url).checkpoints() == ["Illustrious/model.safetensors", "Pony/pony_v6.safetensors"]
+
+
+def test_health_reports_the_server_and_its_devices(fake):
+    ok, detail = backend_for(fake.url).health()
+    assert ok is True
+    assert detail == f"ComfyUI 0.8.0-fake at {fake.url}; devices: cpu (8.0/16.0 GiB free)"
+
+
+def test_health_fails_when_the_node_lacks_a_class_the_workflow_uses(fake, tmp_path):
+    graph = json.loads(json.dumps(TEMPLATE))
+    graph["8"]["class_type"] = "VAEDecodeTiledByMagic"
+    (tmp_path / "w.json").write_text(json.dumps(graph))
+    (tmp_path / "w.mapping.json").write_text(json.dumps({"prompt": [["6", "text"]]}))
+    ok, detail = backend_for(fake.url, tmp_path / "w.json").health()
+    assert ok is False and "lacks node type(s) VAEDecodeTiledByMagic" in detail
+
+
+def test_health_and_checkpoints_of_an_unreachable_node():
+    url = f"http://127.0.0.1:{free_port()}"
+    backend = backend_for(url)
+    assert backend.health() == (False, f"ComfyUI at {url} is unreachable: Connection refused")
+    with pytest.raises(BackendError, match="cannot list checkpoints: ComfyUI at .*: Connection refused"):
+        backend.checkpoints()
+
+
+# ---- as the generator service runs it
+
+
+def test_the_generator_runner_drives_it_from_an_os_thread(fake):
+    fake.script = Script(steps=6, step_delay=0.03)
+    published = []
+    image, seconds = BackendRunner(backend_for(fake.url)).run(make_spec(), lambda v, m: published.append((v, m)))
+    assert image.png.startswith(PNG_MAGIC) and seconds > 0
+    assert published and published[-1] == (6, 6)
