@@ -73,8 +73,9 @@ def main():
     session.post(f"{args.url}/login", data={"login_token": token, "password": args.password, "next": "/"})
     for name, path in (("library /", "/"), ("preset page", "/presets/bench_0001")):
         times, html = timed(session, args.url + path, args.runs)
+        lazy = html.count('loading="lazy"')
         print(f"{name:12s} p50 {statistics.median(times) * 1000:6.1f} ms  max {max(times) * 1000:6.1f} ms"
-              f"  ({len(html) // 1024} KiB, {html.count('loading=\"lazy\"')} lazy images)")
+              f"  ({len(html) // 1024} KiB, {lazy} lazy images)")
     if args.cleanup:
         cleanup(args.database_url)
 
