@@ -1,5 +1,6 @@
 """The whole stack as a user runs it: `gaze up` (supervisord → gunicorn gateway, presets, jobs and two
 generator replicas) on its own port, database, vhost and media directory."""
+import contextlib
 import os
 import re
 import signal
@@ -68,20 +69,21 @@ def _read_key(log: Path, proc, deadline):
     raise AssertionError(f"no API key printed:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+@contextlib.contextmanager
+def running_stack(workdir: Path, generators: int = 2, **extra_env):
+    """`gaze up` with its own database, vhost, port and media directory; stopped (SIGTERM) on exit."""
     db_name, db_url = create_database("gaze_e2e")
     vhost, amqp_uri = create_vhost("gaze_e2e")
-    workdir = tmp_path_factory.mktemp("stack")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ,
                GAZE_DATABASE_URL=db_url, GAZE_AMQP_URI=amqp_uri, GAZE_BIND=f"127.0.0.1:{port}",
-               GAZE_PUBLIC_URL=url, GAZE_ADMIN_PASSWORD=ADMIN_PASSWORD, GAZE_MEDIA_ROOT=str(workdir / "media"), GAZE_RUN_DIR=str(workdir / "run"))
+               GAZE_PUBLIC_URL=url, GAZE_ADMIN_PASSWORD=ADMIN_PASSWORD, GAZE_MEDIA_ROOT=str(workdir / "media"),
+               GAZE_RUN_DIR=str(workdir / "run"), **extra_env)
     log = workdir / "stack.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([GAZE, "up", "--generators", "2"], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen([GAZE, "up", "--generators", str(generators)], stdout=out,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         key = _read_key(log, proc, deadline)
@@ -109,3 +111,9 @@ def stack(tmp_path_factory):
         sys.stderr.write(f"\n--- stack log: {log}\n")
         drop_database(db_name)
         delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
