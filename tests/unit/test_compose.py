@@ -1,0 +1,67 @@
+"""docker-compose.yml against the Compose specification's JSON schema, plus the properties the stack
+relies on. (No Docker engine here: images are not built, containers not run; see deploy/README.md.)
+
+tests/data/compose_spec.json is the Compose specification schema as shipped in docker-compose 1.29.2
+(compose/config/compose_spec.json, Apache-2.0)."""
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def interpolated(text, env=None):
+    """Compose substitutes ${VAR}, ${VAR:-default} and ${VAR:?error} in the file's text before it reads
+    the YAML and validates it; do the same, with the defaults (or `env`)."""
+    env = env or {}
+
+    def value(match):
+        name, op, arg = match.group(1), match.group(2), match.group(3) or ""
+        if name in env:
+            return env[name]
+        return arg if op == ":-" else ""
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}", value, text)
+
+
+def test_valid_against_the_compose_specification():
+    schema = json.loads((ROOT / "tests" / "data" / "compose_spec.json").read_text())
+    text = (ROOT / "docker-compose.yml").read_text()
+    for env in ({}, {"GENERATORS": "4", "GAZE_BACKEND": "comfyui", "GPU_GENERATORS": "2"}):
+        resolved = yaml.safe_load(interpolated(text, env))
+        jsonschema.Draft201909Validator(schema).validate(resolved)
+        assert resolved["services"]["generator"]["deploy"]["replicas"] == int(env.get("GENERATORS", 1))
+
+
+def test_every_gaze_service_waits_for_its_dependencies():
+    for name in ("gateway", "presets", "jobs", "generator", "generator-gpu"):
+        deps = SERVICES[name]["depends_on"]
+        assert deps["rabbitmq"]["condition"] == "service_healthy"
+        assert deps["postgres"]["condition"] == "service_healthy"
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+    for name in ("rabbitmq", "postgres", "gateway"):
+        assert SERVICES[name]["healthcheck"]["test"]
+
+
+def test_replicas_restart_and_gpu_reservation():
+    assert SERVICES["generator"]["deploy"]["replicas"] == "${GENERATORS:-1}"
+    assert all(SERVICES[n]["restart"] == "unless-stopped" for n in ("gateway", "presets", "jobs", "generator"))
+    assert SERVICES["migrate"]["restart"] == "no"
+    device = SERVICES["generator-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert SERVICES["generator-gpu"]["profiles"] == ["gpu"]
+    assert SERVICES["generator"]["environment"]["GAZE_BACKEND"] == "${GAZE_BACKEND:-preview}"
+
+
+def test_one_media_volume_is_shared_by_gateway_and_generators():
+    for name in ("gateway", "generator", "generator-gpu"):
+        assert "media:/data/media" in SERVICES[name]["volumes"]
+
+
+def test_dockerfile_runs_unprivileged():
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "\nUSER gaze\n" in dockerfile and "useradd" in dockerfile
