@@ -94,14 +94,32 @@ def cmd_service(args):
     run(args.name)
 
 
+def initialise(settings):
+    """Migrate, then make sure an API key and the admin password exist. Returns what was newly made
+    (key, password), each None when it existed already: shown once, never stored in plain text."""
+    cmd_migrate(None, settings)
+    key = _key_store(settings).ensure()
+    password = _admin_store(settings).ensure_password(os.environ.get("GAZE_ADMIN_PASSWORD"))
+    return key, password
+
+
+def cmd_init(args):
+    """The one-shot set-up step of a deployment (docker compose's `migrate` service)."""
+    from shared import config
+
+    key, password = initialise(config.load())
+    if key:
+        print(f"API key (shown once): {key}")
+    if password:
+        print(f"Web UI admin password (shown once): {password}")
+
+
 def cmd_up(args):
     """Migrate, make sure an API key exists (print it the first time), then supervise every process."""
     from shared import config
 
     settings = config.load()
-    cmd_migrate(args, settings)
-    key = _key_store(settings).ensure()
-    password = _admin_store(settings).ensure_password(os.environ.get("GAZE_ADMIN_PASSWORD"))
+    key, password = initialise(settings)
     run_dir = Path(os.environ.get("GAZE_RUN_DIR", ROOT / "var" / "run")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     Path(settings.media_root).mkdir(parents=True, exist_ok=True)
@@ -131,6 +149,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="gaze", description="GAZE image generation service")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if needed and apply every service's migrations")
+    sub.add_parser("init", help="migrate, then create the API key and admin password if missing (printed once)")
     keys = sub.add_parser("api-key", help="manage the REST API key")
     keys.add_argument("action", choices=["regenerate", "ensure"])
     admin = sub.add_parser("admin-password", help="set the web UI admin password (random if not given)")
@@ -143,7 +162,7 @@ def main(argv=None):
     up.add_argument("--generators", type=int, default=int(os.environ.get("GENERATORS", "1")),
                     help="generator replicas (default: $GENERATORS or 1)")
     args = parser.parse_args(argv)
-    {"migrate": cmd_migrate, "api-key": cmd_api_key, "admin-password": cmd_admin_password,
+    {"migrate": cmd_migrate, "init": cmd_init, "api-key": cmd_api_key, "admin-password": cmd_admin_password,
      "generator-health": cmd_generator_health, "service": cmd_service, "up": cmd_up}[args.command](args)
 
 
