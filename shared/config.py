@@ -46,6 +46,7 @@ class Settings:
     gateway_threads: int = 8
     rpc_timeout: float = 10.0
     max_body_bytes: int = 64 * 1024
+    metrics_token: str = ""                 # "" = /metrics open (keep it off the public network); else a bearer token
     # validation
     max_dimension: int = 2048
     max_prompt_chars: int = 2000
@@ -100,6 +101,7 @@ def load(env=None) -> Settings:
         gateway_threads=_int(env, "GAZE_GATEWAY_THREADS", d.gateway_threads),
         rpc_timeout=_float(env, "GAZE_RPC_TIMEOUT", d.rpc_timeout),
         max_body_bytes=_int(env, "GAZE_MAX_BODY_BYTES", d.max_body_bytes),
+        metrics_token=env.get("GAZE_METRICS_TOKEN", d.metrics_token),
         max_dimension=_int(env, "GAZE_MAX_DIMENSION", d.max_dimension),
         max_prompt_chars=_int(env, "GAZE_MAX_PROMPT_CHARS", d.max_prompt_chars),
         checkpoints=_list(env, "GAZE_CHECKPOINTS", DEFAULT_CHECKPOINTS),

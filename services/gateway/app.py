@@ -8,18 +8,30 @@ import falcon
 from shared.media import URL_PREFIX
 from services.gateway import errors
 from services.gateway.auth import ApiKeyAuth
+from services.gateway.health import HealthResource, Readiness, ReadinessResource
+from services.gateway.metrics import GatewayMetrics, MetricsResource
 from services.gateway.resources import GenerateResource, JobResource, PresetsResource
 from services.gateway.web import routes as web_routes
+from services.gateway.web.render import ASSETS_PREFIX
 from services.gateway.web.session import SessionAuth
 
 
-def create_app(settings, rpc, keys, admin) -> falcon.App:
+def create_app(settings, rpc, keys, admin, probes) -> falcon.App:
     """`rpc` has .call(service, method, *args); `keys` is the ApiKeyStore, `admin` the AdminStore (web
-    login and sessions). All are injected so tests can run the real app against fakes or against the
-    real broker and database."""
-    app = falcon.App(middleware=[ApiKeyAuth(keys), SessionAuth(admin)])
+    login and sessions); `probes` (probes.Probes) gives /readyz and /metrics their bounded-time views of
+    the broker, the database and the work queue. All are injected so tests can run the real app against
+    fakes or against the real broker and database.
+
+    Build one app per process: its request metrics are per-process (multiprocess files under gunicorn)."""
+    metrics = GatewayMetrics(probes, settings, static_prefixes=(URL_PREFIX, ASSETS_PREFIX))
+    # metrics first: its process_response runs last, so it counts every request with its final status
+    app = falcon.App(middleware=[metrics.http, ApiKeyAuth(keys), SessionAuth(admin)])
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
+    # operations endpoints: no API key, no session (see README "Observability")
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadinessResource(Readiness(probes, settings.status_interval_seconds)))
+    app.add_route("/metrics", MetricsResource(metrics, settings.metrics_token))
     app.add_route("/api/v1/presets", PresetsResource(rpc))
     app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings))
     app.add_route("/api/v1/job/{job_id}", JobResource(rpc))

@@ -23,7 +23,7 @@ class ApiError(falcon.HTTPError):
         self.field = field
 
 
-JSON_PREFIXES = ("/api/", "/static/", "/thumbs/", "/ui/")
+JSON_PREFIXES = ("/api/", "/static/", "/thumbs/", "/ui/", "/healthz", "/readyz", "/metrics")
 
 
 def _wants_html(req):

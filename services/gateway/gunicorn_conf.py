@@ -1,4 +1,7 @@
 """gunicorn settings for the gateway, from the same environment as everything else."""
+import os
+from pathlib import Path
+
 from shared.config import load as _load_settings
 
 _settings = _load_settings()
@@ -17,3 +20,27 @@ timeout = 60
 # gunicorn's runtime control socket is one fixed path per user: two stacks on one machine (a dev stack
 # and the test suite's) would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+# Prometheus multiprocess mode (see services/gateway/metrics.py and README "Observability"): every worker
+# writes its request counters to mmap'ed files in one directory and /metrics sums them over all workers.
+# The variable must be set before any worker imports prometheus_client (workers inherit it from this,
+# the master); the directory lives under GAZE_RUN_DIR, which `gaze up` sets.
+_run_dir = Path(os.environ.get("GAZE_RUN_DIR") or Path(__file__).resolve().parents[2] / "var" / "run")
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str((_run_dir / "prometheus").resolve()))
+
+
+def on_starting(server):
+    """Once, in the master, before any worker starts: empty the metrics directory. Files left by an
+    earlier gunicorn would otherwise be summed into this one's counters (Prometheus handles the reset
+    of a restarted process's counters; it cannot handle stale ones)."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for leftover in directory.glob("*.db"):
+        leftover.unlink()
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges' files (its counters stay, summed into the totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

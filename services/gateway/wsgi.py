@@ -6,6 +6,7 @@ from shared.db import open_pool
 from services.gateway.admin import AdminStore
 from services.gateway.api_keys import ApiKeyStore
 from services.gateway.app import create_app
+from services.gateway.probes import Probes
 from services.gateway.rpc import RpcPool
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s gateway[%(process)d] %(levelname)s %(name)s: %(message)s")
@@ -17,4 +18,5 @@ app = create_app(
     rpc=RpcPool(settings.amqp_uri, settings.rpc_timeout, size=settings.gateway_threads),
     keys=ApiKeyStore(_pool),
     admin=AdminStore(_pool),
+    probes=Probes.from_settings(settings, _pool),
 )

@@ -109,6 +109,20 @@ class JobsService:
         """Every generator replica heard from, with its backend's health and how long ago it reported."""
         return self.store.replicas()
 
+    # --- metrics ----------------------------------------------------------------------------------
+    @rpc
+    def counts_by_status(self):
+        """{"pending": n, "processing": n, "done": n, "failed": n}."""
+        return self.store.counts_by_status()
+
+    @rpc
+    def metrics(self):
+        """Everything the gateway's /metrics needs from this service in one round trip, so a scrape costs
+        one RPC with one time limit: jobs by status, the job duration histograms (recorded as jobs finish,
+        see JobRepository._finish) and the generator replicas."""
+        return {"jobs_by_status": self.store.counts_by_status(), "durations": self.store.durations(),
+                "replicas": self.store.replicas()}
+
     # --- outbox sweep -----------------------------------------------------------------------------
     @configured_timer("dispatch_sweep_seconds")
     def redispatch(self):

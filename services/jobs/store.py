@@ -15,6 +15,14 @@ VIEW = """id::text AS id, preset_slug, label, spec, seed, status, error, result,
           extract(epoch FROM finished_at) AS finished_at"""
 
 
+STATUSES = ("pending", "processing", "done", "failed")
+# Upper bounds (seconds) of the job duration histograms' buckets, for queue wait and generation time
+# alike: from a CPU preview (~0.2 s) to a long GPU queue. Changing them starts the new bounds at zero.
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+DURATION_METRICS = ("queue_wait", "generation")
+DURATION_OUTCOMES = ("done", "failed")
+
+
 def parse_job_id(job_id) -> str:
     try:
         return str(uuid.UUID(str(job_id)))
@@ -136,21 +144,52 @@ class JobRepository:
             )
 
     def completed(self, job_id, replica, result: dict) -> bool:
-        with self.pool.connection() as conn:
-            return conn.execute(
-                "UPDATE jobs.jobs SET status = 'done', result = %s, error = NULL, replica = %s, finished_at = now(),"
-                " progress_value = progress_max WHERE id = %s AND status IN ('pending', 'processing')",
-                (Jsonb(result), replica, parse_job_id(job_id)),
-            ).rowcount == 1
+        return self._finish(
+            "UPDATE jobs.jobs SET status = 'done', result = %(result)s, error = NULL, replica = %(replica)s,"
+            " finished_at = now(), progress_value = progress_max"
+            " WHERE id = %(id)s AND status IN ('pending', 'processing')",
+            {"result": Jsonb(result), "replica": replica, "id": parse_job_id(job_id)}, outcome="done")
 
     def failed(self, job_id, replica, error: str) -> bool:
+        return self._finish(
+            "UPDATE jobs.jobs SET status = 'failed', error = %(error)s, replica = %(replica)s, finished_at = now()"
+            " WHERE id = %(id)s AND status IN ('pending', 'processing')",
+            {"error": error, "replica": replica, "id": parse_job_id(job_id)}, outcome="failed")
+
+    def _finish(self, update: str, params: dict, outcome: str) -> bool:
+        """Apply a generator's final event and, in the same statement, observe the job's durations.
+
+        Why here and not computed at scrape time: a Prometheus histogram is a set of counters that only
+        grow. Counting over "finished jobs of the last 24 h" at scrape time would make them shrink as jobs
+        age out (rate() reads that as resets), and counting over all jobs costs a scan that grows forever.
+        So the one transition that really finished the job (the conditional UPDATE matched, which happens
+        once per job however often the event is redelivered) increments the cumulative buckets of
+        `duration_buckets` and the count/sum of `duration_totals`: exact across any number of jobs
+        service instances (atomic upserts), kept across restarts, and read back in one cheap query by
+        `durations()`. Queue wait is started_at − created_at (started_at is the latest run's start, so
+        it includes earlier runs that died), generation time is finished_at − started_at; a job that
+        never started has neither. Jobs failed by `claim` after too many attempts are not observed.
+        Every finishing job locks the same few counter rows for the length of this statement; they are
+        taken in one fixed order (ORDER BY) so that concurrent finishes queue up, never deadlock."""
         with self.pool.connection() as conn:
             return conn.execute(
-                "UPDATE jobs.jobs SET status = 'failed', error = %s, replica = %s, finished_at = now()"
-                " WHERE id = %s AND status IN ('pending', 'processing')",
-                (error, replica, parse_job_id(job_id)),
-            ).rowcount == 1
-
+                f"WITH finished AS ({update}"
+                "   RETURNING extract(epoch FROM started_at - created_at)::float8 AS queue_wait,"
+                "             extract(epoch FROM finished_at - started_at)::float8 AS generation),"
+                " observed AS (SELECT m.metric, greatest(m.seconds, 0) AS seconds FROM finished,"
+                "   LATERAL (VALUES ('queue_wait', queue_wait), ('generation', generation)) AS m(metric, seconds)"
+                "   WHERE m.seconds IS NOT NULL),"
+                " buckets AS (INSERT INTO jobs.duration_buckets (metric, outcome, le, count)"
+                "   SELECT observed.metric, %(outcome)s, le, 1 FROM observed, unnest(%(buckets)s::float8[]) AS le"
+                "   WHERE le >= observed.seconds ORDER BY observed.metric, le"
+                "   ON CONFLICT (metric, outcome, le) DO UPDATE SET count = jobs.duration_buckets.count + 1),"
+                " totals AS (INSERT INTO jobs.duration_totals (metric, outcome, count, sum)"
+                "   SELECT metric, %(outcome)s, 1, seconds FROM observed ORDER BY metric"
+                "   ON CONFLICT (metric, outcome) DO UPDATE"
+                "   SET count = jobs.duration_totals.count + 1, sum = jobs.duration_totals.sum + excluded.sum)"
+                " SELECT count(*) AS finished FROM finished",
+                {**params, "outcome": outcome, "buckets": [float(le) for le in DURATION_BUCKETS]},
+            ).fetchone()["finished"] == 1
 
     def record_replica(self, status) -> None:
         with self.pool.connection() as conn:
@@ -161,6 +200,31 @@ class JobRepository:
                 " detail = excluded.detail, seen_at = excluded.seen_at WHERE jobs.replicas.seen_at <= excluded.seen_at",
                 (status.replica, status.backend, status.healthy, status.detail, status.at),
             )
+
+    def counts_by_status(self) -> dict:
+        """{status: number of jobs} for every status, zeros included: one GROUP BY."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT status, count(*) AS n FROM jobs.jobs GROUP BY status").fetchall()
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update({row["status"]: row["n"] for row in rows})
+        return counts
+
+    def durations(self) -> dict:
+        """The duration histograms recorded by `_finish`, shaped for Prometheus:
+        {metric: {outcome: {"buckets": [[le, cumulative count], ...], "count": n, "sum": seconds}}} for
+        every metric and outcome (zeros when nothing was observed yet). The +Inf bucket is `count`."""
+        with self.pool.connection() as conn:
+            buckets = conn.execute("SELECT metric, outcome, le, count FROM jobs.duration_buckets").fetchall()
+            totals = conn.execute("SELECT metric, outcome, count, sum FROM jobs.duration_totals").fetchall()
+        seen = {(row["metric"], row["outcome"], row["le"]): row["count"] for row in buckets}
+        result = {metric: {outcome: {"buckets": [[le, seen.get((metric, outcome, float(le)), 0)]
+                                                 for le in DURATION_BUCKETS],
+                                     "count": 0, "sum": 0.0}
+                           for outcome in DURATION_OUTCOMES}
+                  for metric in DURATION_METRICS}
+        for row in totals:
+            result[row["metric"]][row["outcome"]].update(count=row["count"], sum=row["sum"])
+        return result
 
     def replicas(self) -> list[dict]:
         with self.pool.connection() as conn:

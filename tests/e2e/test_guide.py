@@ -7,9 +7,11 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 from PIL import Image, ImageChops
 
 pytestmark = pytest.mark.e2e
@@ -159,6 +161,39 @@ def test_auth_on_every_api_route(stack):
         assert getattr(stack, method)(path, headers={}).status_code == 401
         assert getattr(stack, method)(path, headers={"X-API-Key": "gz_wrong"}).status_code == 403
     assert stack.get(f"/api/v1/presets?api_key={stack.key}", headers={}).status_code == 200
+
+
+def test_health_readiness_and_metrics_across_gunicorn_workers(stack):
+    """No key on the operations endpoints; /readyz turns ready once the generators have reported (they do
+    at start); /metrics counts by route template, summed over the gateway's gunicorn workers."""
+    health = requests.get(stack.url + "/healthz", timeout=10)
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+
+    deadline = time.monotonic() + 40
+    while True:
+        ready = requests.get(stack.url + "/readyz", timeout=10)
+        if ready.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["status"] == "ready"
+    assert all(check["ok"] for check in ready.json()["checks"].values())
+
+    def scrape_presets_count():
+        text = requests.get(stack.url + "/metrics", timeout=10).text
+        match = re.search(r'^gaze_http_requests_total\{[^}]*route="/api/v1/presets",status="200"\} (\S+)$',
+                          text, flags=re.M)
+        return text, float(match.group(1)) if match else 0.0
+
+    _, before = scrape_presets_count()
+    for _ in range(20):  # a new connection each: gunicorn hands them to whichever worker accepts first
+        assert requests.get(stack.url + "/api/v1/presets", headers=stack.headers(), timeout=10).status_code == 200
+    text, after = scrape_presets_count()
+    assert 'gaze_http_requests_total{method="GET",route="/api/v1/presets",status="200"}' in text
+    assert after - before == 20, "every worker's requests are counted, whichever worker answers the scrape"
+    assert re.search(r'^gaze_generator_replicas\{state="healthy"\} 2\.0$', text, flags=re.M), text
+    assert re.search(r'^gaze_scrape_source_up\{source="jobs"\} 1\.0$', text, flags=re.M)
+    assert 'gaze_jobs{status="done"}' in text and 'gaze_queue_messages_ready{queue="gaze.generate"}' in text
 
 
 def test_cli_regenerate_replaces_the_key(stack):

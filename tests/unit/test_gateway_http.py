@@ -18,6 +18,7 @@ from shared import config
 from shared.errors import InvalidField, NotFound
 from services.gateway.app import create_app
 from services.gateway.rpc import ServiceUnavailable
+from tests.unit.fake_probes import FakeProbes
 
 GOOD_KEY = "gz_good-key"
 AUTH = {"X-API-Key": GOOD_KEY}
@@ -91,7 +92,8 @@ class NoSessions:
 def make_client(media_root, rpc=None, env=None):
     settings = config.load({"GAZE_MEDIA_ROOT": str(media_root), **(env or {})})
     rpc = rpc or FakeRpc()
-    client = falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(), admin=NoSessions()))
+    client = falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(), admin=NoSessions(),
+                                                 probes=FakeProbes()))
     return client, rpc
 
 

@@ -14,6 +14,7 @@ from shared import config
 from services.gateway import thumbnails
 from services.gateway.app import create_app
 from services.gateway.web.render import THUMB_SIZES, thumb_url
+from tests.unit.fake_probes import FakeProbes
 
 REL = "presets/demo/gen_1_abc.png"
 
@@ -48,7 +49,8 @@ def root(tmp_path):
 @pytest.fixture
 def client(root):
     settings = config.load({"GAZE_MEDIA_ROOT": str(root)})
-    return falcon.testing.TestClient(create_app(settings, rpc=NoRpc(), keys=Nobody(), admin=Nobody()))
+    return falcon.testing.TestClient(create_app(settings, rpc=NoRpc(), keys=Nobody(), admin=Nobody(),
+                                                 probes=FakeProbes()))
 
 
 def cache_file(root, size, rel=REL):

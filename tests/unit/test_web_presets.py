@@ -21,6 +21,7 @@ from shared.errors import Conflict, InvalidField, NotFound
 from shared.schemas import PresetFields, first_error
 from services.gateway.app import create_app
 from services.presets.resolve import resolve
+from tests.unit.fake_probes import FakeProbes
 
 SLUG = "example_01"
 CSRF = "t"
@@ -135,7 +136,8 @@ def rpc():
 @pytest.fixture
 def client(tmp_path, rpc):
     settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path)})
-    return falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(), admin=FakeAdmin()))
+    return falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(), admin=FakeAdmin(),
+                                                 probes=FakeProbes()))
 
 
 def get(client, path, **kwargs):

@@ -12,6 +12,7 @@ import pytest
 from shared.db import open_pool
 from services.gateway.api_keys import KEY_PREFIX, LOOKUP_CHARS, ApiKeyStore, InvalidKeyName
 from services.gateway.app import create_app
+from tests.unit.fake_probes import FakeProbes
 
 CSRF = "t"
 SESSION = {"gaze_session": "valid"}
@@ -60,7 +61,8 @@ def rpc():
 @pytest.fixture
 def client(settings, tmp_path, keys, rpc):
     app_settings = dataclasses.replace(settings, media_root=str(tmp_path), public_url="https://gaze.example.org/")
-    return falcon.testing.TestClient(create_app(app_settings, rpc=rpc, keys=keys, admin=FakeAdmin()))
+    return falcon.testing.TestClient(create_app(app_settings, rpc=rpc, keys=keys, admin=FakeAdmin(),
+                                                 probes=FakeProbes()))
 
 
 def get(client, path, **kw):

@@ -1,0 +1,108 @@
+"""Liveness and readiness: GET /healthz and GET /readyz (no API key, JSON, never a 500).
+
+/healthz answers from the process alone: if gunicorn's worker can run this responder, it is alive.
+/readyz asks what a request needs: the broker (an RPC round trip to the jobs service, which also
+returns the generator replicas), the database (SELECT 1 through the gateway's pool) and at least one
+generator replica that reported a healthy backend within three status intervals. All checks run at
+once and the whole answer is bounded by the probe timeout (see probes.py).
+"""
+from __future__ import annotations
+
+import falcon
+from nameko.exceptions import RpcTimeout
+
+from services.gateway.probes import ProbeTimeout, run_bounded
+from services.gateway.rpc import ServiceUnavailable
+
+RETRY_AFTER_SECONDS = "5"
+MAX_DETAIL = 200
+# the outer limit: a little above the probes' own time limits, so theirs normally fire first and name
+# the cause precisely
+OUTER_SLACK_SECONDS = 0.5
+
+
+def replica_state(replica: dict, stale_after: float) -> str:
+    """healthy (reported healthy, recently), unhealthy (reported a broken backend, recently) or stale
+    (not heard from within `stale_after` seconds, whatever it last said)."""
+    if replica["age_seconds"] > stale_after:
+        return "stale"
+    return "healthy" if replica["healthy"] else "unhealthy"
+
+
+def describe_error(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, RpcTimeout):
+        text = f"the jobs service did not answer within {timeout:g} s"
+    elif isinstance(exc, (ServiceUnavailable, ProbeTimeout)):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1] + "…"
+
+
+class Readiness:
+    def __init__(self, probes, status_interval_seconds: float):
+        self.probes = probes
+        self.stale_after = 3 * status_interval_seconds
+
+    def check(self) -> tuple[bool, dict]:
+        timeout = self.probes.timeout
+        outcomes = run_bounded({"broker": lambda: self.probes.call("jobs", "replicas"),
+                                "database": self.probes.ping_database},
+                               timeout + OUTER_SLACK_SECONDS)
+        broker, database = outcomes["broker"], outcomes["database"]
+        checks = {
+            "broker": (_ok(f"jobs service answered in {broker.seconds * 1000:.0f} ms") if broker.ok
+                       else _failed(describe_error(broker.error, timeout))),
+            "database": (_ok(f"SELECT 1 in {database.seconds * 1000:.0f} ms") if database.ok
+                         else _failed(describe_error(database.error, timeout))),
+            "generators": (self._generators(broker.value) if broker.ok
+                           else _failed("unknown: the jobs service, which tracks the replicas, did not answer")),
+        }
+        return all(check["ok"] for check in checks.values()), checks
+
+    def _generators(self, replicas) -> dict:
+        window = f"{self.stale_after:g} s"
+        if not replicas:
+            return _failed("no generator replica has reported yet")
+        states = [(replica, replica_state(replica, self.stale_after)) for replica in replicas]
+        healthy = sum(state == "healthy" for _, state in states)
+        if healthy:
+            return _ok(f"{healthy} of {len(replicas)} replica(s) healthy and heard from within {window}")
+        problems = [f"{r['replica']} unhealthy ({r['detail']})" if state == "unhealthy"
+                    else f"{r['replica']} last heard {r['age_seconds']:.0f} s ago" for r, state in states]
+        text = f"no replica healthy and heard from within {window}: " + "; ".join(problems)
+        return _failed(text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1] + "…")
+
+
+def _ok(detail):
+    return {"ok": True, "detail": detail}
+
+
+def _failed(detail):
+    return {"ok": False, "detail": detail}
+
+
+class HealthResource:
+    """Liveness: no I/O, no key."""
+
+    def on_get(self, req, resp):
+        resp.media = {"status": "ok"}
+
+
+class ReadinessResource:
+    def __init__(self, readiness: Readiness):
+        self.readiness = readiness
+
+    def on_get(self, req, resp):
+        resp.cache_control = ["no-store"]
+        try:
+            ready, checks = self.readiness.check()
+        except Exception as exc:  # a bug in the checks themselves: still an honest 503, never a 500
+            ready, checks = False, {"readiness": _failed(describe_error(exc, self.readiness.probes.timeout))}
+        if ready:
+            resp.media = {"status": "ready", "checks": checks}
+        else:
+            resp.status = falcon.HTTP_503
+            resp.set_header("Retry-After", RETRY_AFTER_SECONDS)
+            resp.media = {"status": "not ready", "checks": checks}

@@ -1,0 +1,205 @@
+"""Prometheus metrics at GET /metrics (prometheus_client).
+
+Two kinds of metric, kept apart on purpose:
+
+* Counted in this process, by `HttpMetrics` (a Falcon middleware): requests by method, route template
+  (`req.uri_template`, e.g. "/api/v1/job/{job_id}", never the raw path; static files as their prefix
+  plus "/{path}", anything else "unmatched") and status, and request latency by method and route.
+  gunicorn runs several worker processes and a scrape reaches one of them, so under gunicorn these
+  live in prometheus_client's multiprocess mode: every worker writes its values to mmap'ed files in
+  PROMETHEUS_MULTIPROC_DIR (set and emptied by gunicorn_conf.py) and a scrape sums the files of all
+  workers, dead ones included, so counters stay right across workers and worker restarts.
+* Collected at scrape time, by `DependencyCollector`, from the source of truth: jobs by status, the
+  job duration histograms and the generator replicas come from one `jobs.metrics()` RPC, the work queue
+  depth from a passive queue_declare on the broker. Both are bounded by the probe timeout; when one
+  fails the scrape still answers and `gaze_scrape_source_up{source=...}` says 0.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+
+import falcon
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.utils import floatToGoString
+
+from shared import events
+from services.gateway.errors import ApiError
+from services.gateway.health import OUTER_SLACK_SECONDS, describe_error, replica_state
+from services.gateway.probes import run_bounded
+
+log = logging.getLogger(__name__)
+
+UNMATCHED = "unmatched"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+REPLICA_STATES = ("healthy", "unhealthy", "stale")
+DURATION_HELP = {
+    "queue_wait": ("gaze_job_queue_wait_seconds",
+                   "Time from a job's creation to the start of its (last) run, by final outcome"),
+    "generation": ("gaze_job_generation_seconds",
+                   "Time from a job's (last) start to its completion or failure, by final outcome"),
+}
+
+
+def multiprocess_dir() -> str | None:
+    """The directory shared by gunicorn's workers, or None when this process counts on its own.
+    prometheus_client picks its value storage when first imported, so ask it rather than the
+    environment alone."""
+    if getattr(values.ValueClass, "_multiprocess", False):
+        return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return None
+
+
+class HttpMetrics:
+    """Falcon middleware: must be the first in the list, so its process_response runs last and sees the
+    final status of every request, errors and requests refused by other middleware included."""
+
+    def __init__(self, registry, static_prefixes=()):
+        # registry=None under multiprocess mode: values go to the shared files, not to a registry
+        self.requests = Counter("gaze_http_requests", "HTTP requests by method, route template and status",
+                                ["method", "route", "status"], registry=registry)
+        self.latency = Histogram("gaze_http_request_duration_seconds",
+                                 "HTTP request latency by method and route template (until the response"
+                                 " is ready to send)", ["method", "route"], registry=registry)
+        self.static_prefixes = tuple(prefix.rstrip("/") + "/" for prefix in static_prefixes)
+
+    def route_of(self, req) -> str:
+        if req.uri_template:
+            return req.uri_template
+        for prefix in self.static_prefixes:
+            if req.path.startswith(prefix):
+                return prefix + "{path}"
+        return UNMATCHED
+
+    def process_request(self, req, resp):
+        req.context.metrics_started = time.perf_counter()
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        started = getattr(req.context, "metrics_started", None)
+        method = req.method if req.method in METHODS else "other"
+        route = self.route_of(req)
+        self.requests.labels(method, route, str(resp.status_code)).inc()
+        if started is not None:
+            self.latency.labels(method, route).observe(time.perf_counter() - started)
+
+
+class DependencyCollector:
+    """Collected at each scrape (see the module docstring)."""
+
+    def __init__(self, probes, status_interval_seconds: float):
+        self.probes = probes
+        self.stale_after = 3 * status_interval_seconds
+
+    def describe(self):
+        return []  # nothing to ask at registration time: collect() does I/O
+
+    def collect(self):
+        outcomes = run_bounded({"jobs": lambda: self.probes.call("jobs", "metrics"),
+                                "broker": lambda: self.probes.queue_depth(events.WORK_QUEUE.name)},
+                               self.probes.timeout + OUTER_SLACK_SECONDS)
+        up = GaugeMetricFamily("gaze_scrape_source_up",
+                               "1 when this scrape could read the source (jobs: the jobs service, broker:"
+                               " the work queue), else 0 and its metrics are missing", labels=["source"])
+        for source, outcome in outcomes.items():
+            up.add_metric([source], 1 if outcome.ok else 0)
+            if not outcome.ok:
+                log.warning("metrics: %s unavailable: %s", source,
+                            describe_error(outcome.error, self.probes.timeout))
+        yield up
+        if outcomes["jobs"].ok:
+            yield from self._jobs(outcomes["jobs"].value)
+        if outcomes["broker"].ok:
+            depth = outcomes["broker"].value
+            queue = events.WORK_QUEUE.name
+            ready = GaugeMetricFamily("gaze_queue_messages_ready",
+                                      "Work orders waiting in the queue (not yet handed to a generator)",
+                                      labels=["queue"])
+            ready.add_metric([queue], depth["messages"])
+            yield ready
+            consumers = GaugeMetricFamily("gaze_queue_consumers", "Consumers of the queue (generator replicas)",
+                                          labels=["queue"])
+            consumers.add_metric([queue], depth["consumers"])
+            yield consumers
+
+    def _jobs(self, data):
+        by_status = GaugeMetricFamily("gaze_jobs", "Jobs in the database by status", labels=["status"])
+        for status, count in sorted(data["jobs_by_status"].items()):
+            by_status.add_metric([status], count)
+        yield by_status
+        for metric, (name, help_text) in DURATION_HELP.items():
+            family = HistogramMetricFamily(name, help_text, labels=["outcome"])
+            for outcome, histogram in sorted(data["durations"].get(metric, {}).items()):
+                buckets = [(floatToGoString(float(le)), count) for le, count in histogram["buckets"]]
+                buckets.append(("+Inf", histogram["count"]))
+                family.add_metric([outcome], buckets, histogram["sum"])
+            yield family
+        replicas = GaugeMetricFamily(
+            "gaze_generator_replicas",
+            f"Generator replicas the jobs service has heard from: healthy / unhealthy (as last reported"
+            f" within {self.stale_after:g} s) or stale (not heard from within {self.stale_after:g} s)",
+            labels=["state"])
+        states = [replica_state(replica, self.stale_after) for replica in data["replicas"]]
+        for state in REPLICA_STATES:
+            replicas.add_metric([state], states.count(state))
+        yield replicas
+
+
+class GatewayMetrics:
+    """The gateway's metrics: the middleware that counts requests and what a scrape exposes.
+    Create one per process (create_app does): two HttpMetrics in one process would write the same
+    multiprocess file entries over each other."""
+
+    def __init__(self, probes, settings, static_prefixes=()):
+        self.multiprocess_dir = multiprocess_dir()
+        self.own_registry = CollectorRegistry()
+        self.http = HttpMetrics(None if self.multiprocess_dir else self.own_registry, static_prefixes)
+        self.dependencies = DependencyCollector(probes, settings.status_interval_seconds)
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry()
+        if self.multiprocess_dir:
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+        else:
+            registry.register(_Forward(self.own_registry))
+        registry.register(self.dependencies)
+        return registry
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry()), content_type
+
+
+class _Forward:
+    def __init__(self, registry):
+        self.source = registry
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        return self.source.collect()
+
+
+class MetricsResource:
+    """GET /metrics: no API key. With GAZE_METRICS_TOKEN set it wants `Authorization: Bearer <token>`;
+    without one, keep it off the public network: it tells anyone the request volumes, the queue depth and
+    how many generators are up."""
+
+    def __init__(self, metrics: GatewayMetrics, token: str = ""):
+        self.metrics = metrics
+        self.token = token
+
+    def on_get(self, req, resp):
+        if self.token:
+            given = req.get_header("Authorization") or ""
+            scheme, _, credential = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(),
+                                                                     self.token.encode()):
+                raise ApiError(falcon.HTTP_401, "metrics need 'Authorization: Bearer <GAZE_METRICS_TOKEN>'",
+                               "Authorization", headers={"WWW-Authenticate": 'Bearer realm="gaze-metrics"'})
+        resp.cache_control = ["no-store"]
+        resp.data, resp.content_type = self.metrics.exposition(req.get_header("Accept"))
