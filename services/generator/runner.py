@@ -98,6 +98,9 @@ class Backend(DependencyProvider):
     def _report_forever(self):
         dispatch = event_dispatcher(self.container.config)
         was_healthy = None
+        # Report often at first (1, 2, 4 ... s, then every interval): an event published before the
+        # jobs and presets services have declared their queues (they may start after us) is dropped.
+        delay = 1.0
         while True:
             status = backend_status(self.runner.backend, self.replica)
             if status.healthy != was_healthy:
@@ -110,7 +113,8 @@ class Backend(DependencyProvider):
                 dispatch(EVENT_SOURCE, GENERATOR_STATUS, status.model_dump())
             except Exception:
                 log.warning("could not publish the generator status", exc_info=True)
-            eventlet.sleep(self.settings.status_interval_seconds)
+            eventlet.sleep(min(delay, self.settings.status_interval_seconds))
+            delay *= 2
 
     def get_dependency(self, worker_ctx):
         return self.runner

@@ -185,13 +185,18 @@ def test_health_readiness_and_metrics_across_gunicorn_workers(stack):
                           text, flags=re.M)
         return text, float(match.group(1)) if match else 0.0
 
+    # both replicas are seen healthy (each reports at start, then again after 1, 2, 4 ... seconds)
+    deadline = time.monotonic() + 40
+    while not re.search(r'^gaze_generator_replicas\{state="healthy"\} 2\.0$', scrape_presets_count()[0], flags=re.M):
+        assert time.monotonic() < deadline, scrape_presets_count()[0]
+        time.sleep(0.5)
+
     _, before = scrape_presets_count()
     for _ in range(20):  # a new connection each: gunicorn hands them to whichever worker accepts first
         assert requests.get(stack.url + "/api/v1/presets", headers=stack.headers(), timeout=10).status_code == 200
     text, after = scrape_presets_count()
     assert 'gaze_http_requests_total{method="GET",route="/api/v1/presets",status="200"}' in text
     assert after - before == 20, "every worker's requests are counted, whichever worker answers the scrape"
-    assert re.search(r'^gaze_generator_replicas\{state="healthy"\} 2\.0$', text, flags=re.M), text
     assert re.search(r'^gaze_scrape_source_up\{source="jobs"\} 1\.0$', text, flags=re.M)
     assert 'gaze_jobs{status="done"}' in text and 'gaze_queue_messages_ready{queue="gaze.generate"}' in text
 
