@@ -15,6 +15,11 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def strict_json_loads(text):
+    """json.loads that refuses NaN and Infinity, which are not JSON although Python accepts them."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
 def read_json_object(req, limit: int) -> dict:
     """The body as a dict. Empty means {}; the Content-Type is not required to be exact because
     `curl -d` sends form encoding by default and a user should not be punished for it."""
@@ -31,7 +36,7 @@ def read_json_object(req, limit: int) -> dict:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = strict_json_loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(falcon.HTTP_400, "body: not valid JSON", "body") from None
     if not isinstance(data, dict):

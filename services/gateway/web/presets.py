@@ -309,17 +309,13 @@ class PresetsExportResource:
         resp.text = json.dumps(presets, indent=2, ensure_ascii=False) + "\n"
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_import(text: str) -> list:
     """The textarea's JSON as a list of presets: an array, or {"presets": [...]} as the export and the
     API's list are shaped. Raises ValueError with a message for the user."""
     if not text.strip():
         raise ValueError("paste the JSON of one or more presets, or choose a file")
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = validation.strict_json_loads(text)
     except ValueError as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
     if isinstance(data, dict) and isinstance(data.get("presets"), list):
