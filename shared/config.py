@@ -38,7 +38,18 @@ DEFAULT_CHECKPOINTS = (
 class Settings:
     amqp_uri: str = "amqp://guest:guest@127.0.0.1:5672/"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/gaze"
+    redis_url: str = "redis://127.0.0.1:6379/0"   # the job read model (shared/job_view.py); "" = none, polls use RPC
+    redis_prefix: str = "gaze"                     # key prefix, so several stacks can share one Redis
     media_root: str = "var/media"
+    # media store (shared/media.py): "local" = the media_root directory; "s3" = a bucket of an
+    # S3-compatible store, for generators on other machines (the gateway still caches thumbnails locally)
+    media_store: str = "local"
+    s3_endpoint_url: str = ""               # "" = AWS; e.g. http://minio:9000
+    s3_bucket: str = ""
+    s3_prefix: str = ""                     # optional key prefix: objects are <prefix>/<relative path>
+    s3_region: str = ""                     # "" = boto3's default
+    s3_access_key_id: str = ""              # both "" = boto3's credential chain (env, ~/.aws, instance role)
+    s3_secret_access_key: str = field(default="", repr=False)
     bind: str = "0.0.0.0:5782"
     public_url: str = "http://localhost:5782"
     # gateway
@@ -94,7 +105,16 @@ def load(env=None) -> Settings:
     return _checked(Settings(
         amqp_uri=env.get("GAZE_AMQP_URI", d.amqp_uri),
         database_url=env.get("GAZE_DATABASE_URL", d.database_url),
+        redis_url=env.get("GAZE_REDIS_URL", d.redis_url),
+        redis_prefix=env.get("GAZE_REDIS_PREFIX", d.redis_prefix),
         media_root=str(Path(env.get("GAZE_MEDIA_ROOT", d.media_root)).resolve()),
+        media_store=env.get("GAZE_MEDIA_STORE", d.media_store).strip().lower() or d.media_store,
+        s3_endpoint_url=env.get("GAZE_S3_ENDPOINT_URL", d.s3_endpoint_url),
+        s3_bucket=env.get("GAZE_S3_BUCKET", d.s3_bucket),
+        s3_prefix=env.get("GAZE_S3_PREFIX", d.s3_prefix).strip("/"),
+        s3_region=env.get("GAZE_S3_REGION", d.s3_region),
+        s3_access_key_id=env.get("GAZE_S3_ACCESS_KEY_ID", d.s3_access_key_id),
+        s3_secret_access_key=env.get("GAZE_S3_SECRET_ACCESS_KEY", d.s3_secret_access_key),
         bind=env.get("GAZE_BIND", d.bind),
         public_url=env.get("GAZE_PUBLIC_URL", d.public_url),
         gateway_workers=_int(env, "GAZE_GATEWAY_WORKERS", d.gateway_workers),
@@ -132,6 +152,12 @@ def _checked(settings: Settings) -> Settings:
     # heartbeats (every second) keep it from ever doing so and the broker drops idle services.
     if 0 < settings.heartbeat < 3:
         raise ValueError("GAZE_HEARTBEAT must be 0 (off) or at least 3 seconds")
+    if settings.media_store not in ("local", "s3"):
+        raise ValueError(f"GAZE_MEDIA_STORE must be local or s3, not {settings.media_store!r}")
+    if settings.media_store == "s3" and not settings.s3_bucket:
+        raise ValueError("GAZE_MEDIA_STORE=s3 needs GAZE_S3_BUCKET")
+    if bool(settings.s3_access_key_id) != bool(settings.s3_secret_access_key):
+        raise ValueError("set both GAZE_S3_ACCESS_KEY_ID and GAZE_S3_SECRET_ACCESS_KEY, or neither")
     return settings
 
 

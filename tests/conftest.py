@@ -81,7 +81,7 @@ def media_root(tmp_path_factory):
 def settings(test_database, test_vhost, media_root):
     """Settings for in-process tests: the session's database (migrated) and vhost."""
     env = {"GAZE_DATABASE_URL": test_database, "GAZE_AMQP_URI": test_vhost, "GAZE_MEDIA_ROOT": str(media_root),
-           "GAZE_DISPATCH_SWEEP_SECONDS": "1"}
+           "GAZE_DISPATCH_SWEEP_SECONDS": "1", "GAZE_REDIS_PREFIX": test_database.rsplit("/", 1)[-1]}
     loaded = config.load(env)
     migrate(loaded)
     return loaded

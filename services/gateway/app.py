@@ -8,6 +8,7 @@ import falcon
 from shared.media import URL_PREFIX
 from services.gateway import errors
 from services.gateway.auth import ApiKeyAuth
+from services.gateway.job_lookup import JobLookup
 from services.gateway.health import HealthResource, Readiness, ReadinessResource
 from services.gateway.metrics import GatewayMetrics, MetricsResource
 from services.gateway.resources import GenerateResource, JobResource, PresetsResource
@@ -16,10 +17,11 @@ from services.gateway.web.render import ASSETS_PREFIX
 from services.gateway.web.session import SessionAuth
 
 
-def create_app(settings, rpc, keys, admin, probes) -> falcon.App:
+def create_app(settings, rpc, keys, admin, probes, view=None) -> falcon.App:
     """`rpc` has .call(service, method, *args); `keys` is the ApiKeyStore, `admin` the AdminStore (web
     login and sessions); `probes` (probes.Probes) gives /readyz and /metrics their bounded-time views of
-    the broker, the database and the work queue. All are injected so tests can run the real app against
+    the broker, the database and the work queue; `view` the job read model (shared.job_view.JobView; None
+    = none, every poll asks the jobs service). All are injected so tests can run the real app against
     fakes or against the real broker and database.
 
     Build one app per process: its request metrics are per-process (multiprocess files under gunicorn)."""
@@ -34,10 +36,11 @@ def create_app(settings, rpc, keys, admin, probes) -> falcon.App:
     app.add_route("/metrics", MetricsResource(metrics, settings.metrics_token))
     app.add_route("/api/v1/presets", PresetsResource(rpc))
     app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings))
-    app.add_route("/api/v1/job/{job_id}", JobResource(rpc))
+    jobs = JobLookup(rpc, view)
+    app.add_route("/api/v1/job/{job_id}", JobResource(jobs))
     media_root = Path(settings.media_root)
     media_root.mkdir(parents=True, exist_ok=True)
     # Falcon's static route refuses "..", encoded separators and anything outside the directory.
     app.add_static_route(URL_PREFIX, str(media_root))
-    web_routes.mount(app, settings, rpc, keys, admin)
+    web_routes.mount(app, settings, rpc, keys, admin, jobs)
     return app

@@ -35,8 +35,8 @@ class GenerateResource:
 class JobResource:
     auth_required = True
 
-    def __init__(self, rpc):
-        self.rpc = rpc
+    def __init__(self, jobs):
+        self.jobs = jobs   # JobLookup: the read model, the jobs service behind it
 
     def on_get(self, req, resp, job_id):
-        resp.media = self.rpc.call("jobs", "get", validation.job_id(job_id))
+        resp.media = self.jobs.get(validation.job_id(job_id))

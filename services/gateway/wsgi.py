@@ -3,6 +3,7 @@ import logging
 
 from shared import config
 from shared.db import open_pool
+from shared.job_view import JobView
 from services.gateway.admin import AdminStore
 from services.gateway.api_keys import ApiKeyStore
 from services.gateway.app import create_app
@@ -19,4 +20,5 @@ app = create_app(
     keys=ApiKeyStore(_pool),
     admin=AdminStore(_pool),
     probes=Probes.from_settings(settings, _pool),
+    view=JobView(settings.redis_url, settings.redis_prefix),
 )

@@ -11,6 +11,7 @@ from nameko.rpc import rpc
 from shared import events
 from shared.config import from_nameko
 from shared.errors import EXPECTED, InvalidField
+from shared.job_view import JobViewWriter
 from shared.media import image_url
 from shared.schemas import MAX_COUNT, GenerationSpec
 from shared.timers import configured_timer
@@ -29,6 +30,7 @@ class JobsService:
     name = "jobs"
 
     store = JobStore()
+    view = JobViewWriter()   # the read model the gateway answers polls from: written after every commit
     config = Config()
     publish_work = Publisher(exchange=events.WORK_EXCHANGE, declare=[events.WORK_QUEUE])
 
@@ -45,7 +47,9 @@ class JobsService:
             jobs.append({"id": str(uuid.uuid4()), "preset_slug": spec.preset_slug, "label": spec.label(),
                          "spec": job_spec.model_dump(), "seed": job_spec.seed})
         rows = self.store.create(jobs)
-        self._dispatch([{"id": row["id"], "spec": job["spec"], "created_at": row["created_at"]}
+        # in the read model before the 202 goes out, so the caller's first poll is already answered there
+        self.view.put_many([_public(row) for row in rows])
+        self._dispatch([{"id": row["id"], "spec": job["spec"], "created_at": float(row["created_at"])}
                         for row, job in zip(rows, jobs)])
         return [row["id"] for row in rows]
 
@@ -71,19 +75,21 @@ class JobsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def claim(self, job_id, replica, redelivered=False):
-        run, attempt, reason = self.store.claim(job_id, replica, redelivered, from_nameko(self.config).max_attempts)
+        run, attempt, reason, row = self.store.claim(job_id, replica, redelivered,
+                                                     from_nameko(self.config).max_attempts)
+        self._project(row)
         return events.ClaimResult(run=run, attempt=attempt, reason=reason).model_dump()
 
     # --- generator events -------------------------------------------------------------------------
     @event_handler(events.EVENT_SOURCE, events.JOB_STARTED)
     def on_started(self, payload):
         event = events.JobStarted.model_validate(payload)
-        self.store.started(event.job_id, event.replica)
+        self._project(self.store.started(event.job_id, event.replica))
 
     @event_handler(events.EVENT_SOURCE, events.JOB_PROGRESS)
     def on_progress(self, payload):
         event = events.JobProgress.model_validate(payload)
-        self.store.progress(event.job_id, event.value, event.max)
+        self._project(self.store.progress(event.job_id, event.value, event.max))
 
     @event_handler(events.EVENT_SOURCE, events.JOB_COMPLETED)
     def on_completed(self, payload):
@@ -91,13 +97,13 @@ class JobsService:
         result = {"image_url": image_url(event.relative_path), "relative_path": event.relative_path,
                   "seed": event.seed, "width": event.width, "height": event.height,
                   "generation_seconds": event.generation_seconds}
-        if not self.store.completed(event.job_id, event.replica, result):
+        if not self._project(self.store.completed(event.job_id, event.replica, result)):
             log.info("job %s: completion ignored, job already finished", event.job_id)
 
     @event_handler(events.EVENT_SOURCE, events.JOB_FAILED)
     def on_failed(self, payload):
         event = events.JobFailed.model_validate(payload)
-        if not self.store.failed(event.job_id, event.replica, event.error):
+        if not self._project(self.store.failed(event.job_id, event.replica, event.error)):
             log.info("job %s: failure ignored, job already finished", event.job_id)
 
     @event_handler(events.EVENT_SOURCE, events.GENERATOR_STATUS)
@@ -132,6 +138,13 @@ class JobsService:
         if stranded:
             log.warning("re-dispatching %d job(s) that were never handed to the generators", len(stranded))
             self._dispatch(stranded)
+
+    def _project(self, row):
+        """Copy a committed transition into the read model; returns whether there was one."""
+        if row is None:
+            return False
+        self.view.put(_public(row))
+        return True
 
     def _dispatch(self, jobs):
         for job in jobs:

@@ -15,6 +15,9 @@ VIEW = """id::text AS id, preset_slug, label, spec, seed, status, error, result,
           extract(epoch FROM finished_at) AS finished_at"""
 
 
+VIEW_COLUMNS = ("id, preset_slug, label, spec, seed, status, error, result, attempts, replica, progress_value,"
+                " progress_max, created_at, started_at, finished_at")
+
 STATUSES = ("pending", "processing", "done", "failed")
 # Upper bounds (seconds) of the job duration histograms' buckets, for queue wait and generation time
 # alike: from a CPU preview (~0.2 s) to a long GPU queue. Changing them starts the new bounds at zero.
@@ -35,13 +38,13 @@ class JobRepository:
         self.pool = pool
 
     def create(self, jobs: list[dict]) -> list[dict]:
-        """Insert all jobs of one request in a single transaction; returns id and created_at of each."""
+        """Insert all jobs of one request in a single transaction; returns each new row (VIEW)."""
         with self.pool.connection() as conn, conn.transaction():
             rows = []
             for job in jobs:
                 rows.append(conn.execute(
                     "INSERT INTO jobs.jobs (id, preset_slug, label, spec, seed) VALUES (%s, %s, %s, %s, %s)"
-                    " RETURNING id::text AS id, extract(epoch FROM created_at)::float8 AS created_at",
+                    f" RETURNING {VIEW}",
                     (job["id"], job["preset_slug"], job["label"], Jsonb(job["spec"]), job["seed"]),
                 ).fetchone())
             return rows
@@ -102,61 +105,63 @@ class JobRepository:
 
     def claim(self, job_id: str, replica: str, redelivered: bool, max_attempts: int):
         """Take the job for `replica`. A pending job is claimed; a processing one only when the broker says
-        the message is a redelivery (its first runner died). Returns (run, attempt, reason)."""
+        the message is a redelivery (its first runner died). Returns (run, attempt, reason, row): row is the
+        job as it is after the claim (VIEW), or None when the claim changed nothing."""
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 "SELECT status, attempts FROM jobs.jobs WHERE id = %s FOR UPDATE", (parse_job_id(job_id),)
             ).fetchone()
             if row is None:
-                return False, 0, "unknown job"
+                return False, 0, "unknown job", None
             if row["status"] in ("done", "failed"):
-                return False, row["attempts"], f"already {row['status']}"
+                return False, row["attempts"], f"already {row['status']}", None
             if row["status"] == "processing" and not redelivered:
-                return False, row["attempts"], "already running on another replica"
+                return False, row["attempts"], "already running on another replica", None
             if row["attempts"] >= max_attempts:
-                conn.execute(
-                    "UPDATE jobs.jobs SET status = 'failed', finished_at = now(), error = %s WHERE id = %s",
+                failed = conn.execute(
+                    f"UPDATE jobs.jobs SET status = 'failed', finished_at = now(), error = %s WHERE id = %s RETURNING {VIEW}",
                     (f"gave up after {row['attempts']} attempts: the generator running this job stopped "
                      f"each time before finishing", job_id),
-                )
-                return False, row["attempts"], "too many attempts"
-            attempt = conn.execute(
+                ).fetchone()
+                return False, row["attempts"], "too many attempts", failed
+            claimed = conn.execute(
                 "UPDATE jobs.jobs SET status = 'processing', attempts = attempts + 1, replica = %s,"
-                " started_at = now(), progress_value = NULL, progress_max = NULL WHERE id = %s RETURNING attempts",
+                f" started_at = now(), progress_value = NULL, progress_max = NULL WHERE id = %s RETURNING {VIEW}",
                 (replica, job_id),
-            ).fetchone()["attempts"]
-            return True, attempt, None
+            ).fetchone()
+            return True, claimed["attempts"], None, claimed
 
-    def started(self, job_id, replica) -> None:
+    # Each transition returns the job as it is after the change (VIEW), or None when nothing changed.
+    def started(self, job_id, replica):
         with self.pool.connection() as conn:
-            conn.execute(
+            return conn.execute(
                 "UPDATE jobs.jobs SET status = 'processing', replica = %s, started_at = coalesce(started_at, now())"
-                " WHERE id = %s AND status IN ('pending', 'processing')",
+                f" WHERE id = %s AND status IN ('pending', 'processing') RETURNING {VIEW}",
                 (replica, parse_job_id(job_id)),
-            )
+            ).fetchone()
 
-    def progress(self, job_id, value, maximum) -> None:
+    def progress(self, job_id, value, maximum):
         with self.pool.connection() as conn:
-            conn.execute(
+            return conn.execute(
                 "UPDATE jobs.jobs SET progress_value = %s, progress_max = %s"
-                " WHERE id = %s AND status = 'processing' AND coalesce(progress_value, -1) <= %s",
+                f" WHERE id = %s AND status = 'processing' AND coalesce(progress_value, -1) <= %s RETURNING {VIEW}",
                 (value, maximum, parse_job_id(job_id), value),
-            )
+            ).fetchone()
 
-    def completed(self, job_id, replica, result: dict) -> bool:
+    def completed(self, job_id, replica, result: dict):
         return self._finish(
             "UPDATE jobs.jobs SET status = 'done', result = %(result)s, error = NULL, replica = %(replica)s,"
             " finished_at = now(), progress_value = progress_max"
             " WHERE id = %(id)s AND status IN ('pending', 'processing')",
             {"result": Jsonb(result), "replica": replica, "id": parse_job_id(job_id)}, outcome="done")
 
-    def failed(self, job_id, replica, error: str) -> bool:
+    def failed(self, job_id, replica, error: str):
         return self._finish(
             "UPDATE jobs.jobs SET status = 'failed', error = %(error)s, replica = %(replica)s, finished_at = now()"
             " WHERE id = %(id)s AND status IN ('pending', 'processing')",
             {"error": error, "replica": replica, "id": parse_job_id(job_id)}, outcome="failed")
 
-    def _finish(self, update: str, params: dict, outcome: str) -> bool:
+    def _finish(self, update: str, params: dict, outcome: str):
         """Apply a generator's final event and, in the same statement, observe the job's durations.
 
         Why here and not computed at scrape time: a Prometheus histogram is a set of counters that only
@@ -174,7 +179,7 @@ class JobRepository:
         with self.pool.connection() as conn:
             return conn.execute(
                 f"WITH finished AS ({update}"
-                "   RETURNING extract(epoch FROM started_at - created_at)::float8 AS queue_wait,"
+                f"   RETURNING {VIEW}, extract(epoch FROM started_at - created_at)::float8 AS queue_wait,"
                 "             extract(epoch FROM finished_at - started_at)::float8 AS generation),"
                 " observed AS (SELECT m.metric, greatest(m.seconds, 0) AS seconds FROM finished,"
                 "   LATERAL (VALUES ('queue_wait', queue_wait), ('generation', generation)) AS m(metric, seconds)"
@@ -187,9 +192,9 @@ class JobRepository:
                 "   SELECT metric, %(outcome)s, 1, seconds FROM observed ORDER BY metric"
                 "   ON CONFLICT (metric, outcome) DO UPDATE"
                 "   SET count = jobs.duration_totals.count + 1, sum = jobs.duration_totals.sum + excluded.sum)"
-                " SELECT count(*) AS finished FROM finished",
+                f" SELECT {VIEW_COLUMNS} FROM finished",
                 {**params, "outcome": outcome, "buckets": [float(le) for le in DURATION_BUCKETS]},
-            ).fetchone()["finished"] == 1
+            ).fetchone()
 
     def record_replica(self, status) -> None:
         with self.pool.connection() as conn:

@@ -79,7 +79,7 @@ def running_stack(workdir: Path, generators: int = 2, **extra_env):
     env = dict(os.environ,
                GAZE_DATABASE_URL=db_url, GAZE_AMQP_URI=amqp_uri, GAZE_BIND=f"127.0.0.1:{port}",
                GAZE_PUBLIC_URL=url, GAZE_ADMIN_PASSWORD=ADMIN_PASSWORD, GAZE_MEDIA_ROOT=str(workdir / "media"),
-               GAZE_RUN_DIR=str(workdir / "run"), **extra_env)
+               GAZE_RUN_DIR=str(workdir / "run"), GAZE_REDIS_PREFIX=db_name, **extra_env)
     log = workdir / "stack.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([GAZE, "up", "--generators", str(generators)], stdout=out,

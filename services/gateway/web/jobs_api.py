@@ -13,8 +13,9 @@ class UiJobsResource:
     login_required = True
     json_api = True
 
-    def __init__(self, rpc):
+    def __init__(self, rpc, jobs):
         self.rpc = rpc
+        self.jobs = jobs   # JobLookup: read model first
 
     def on_get(self, req, resp):
         # ?ids=a,b,c (what gaze.js sends) or ?ids=a&ids=b: Falcon 4 does not split commas by itself.
@@ -22,7 +23,7 @@ class UiJobsResource:
         if ids:
             if len(ids) > MAX_IDS:
                 raise ApiError(falcon.HTTP_400, f"ids: at most {MAX_IDS}", "ids")
-            jobs = self.rpc.call("jobs", "get_many", [validation.job_id(i) for i in ids])
+            jobs = self.jobs.get_many([validation.job_id(i) for i in ids])
         else:
             recent = req.get_param_as_int("recent", min_value=1, max_value=500, default=50)
             jobs = self.rpc.call("jobs", "list", recent)

@@ -15,11 +15,11 @@ from services.gateway.web.settings import (ApiGuideResource, ApiKeysResource, Re
                                            RevokeKeyResource, SettingsResource)
 
 
-def mount(app, settings, rpc, keys, admin) -> None:
+def mount(app, settings, rpc, keys, admin, jobs) -> None:
     app.add_route("/login", LoginResource(admin, settings))
     app.add_route("/logout", LogoutResource(admin, settings))
     app.add_route("/", LibraryResource(rpc))
-    app.add_route("/ui/jobs", UiJobsResource(rpc))
+    app.add_route("/ui/jobs", UiJobsResource(rpc, jobs))
     app.add_route("/presets", PresetsCollectionResource(rpc))
     app.add_route("/presets/new", PresetNewResource(rpc))
     app.add_route("/presets/import", PresetsImportResource(rpc))

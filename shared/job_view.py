@@ -1,0 +1,135 @@
+"""The job read model: each job's public document (what GET /api/v1/job/<id> answers) kept in Redis.
+
+Why: a status poll is the API's hottest request. Answering it with an RPC costs two broker messages and
+a Postgres lookup per poll; answering it from Redis costs one GET. The jobs service stays the owner of
+job state: it writes a job's document here right after each transition it commits (creation, claim,
+job events, sweeps), and the gateway reads it. A miss (never written, expired, Redis down) falls back to
+the jobs service's RPC, whose answer the gateway writes back (read-through).
+
+What a poller sees only moves forward. Every write carries a version derived from the document itself
+(status rank, then attempt, then progress) and a Lua script applies it only when it is newer than what
+is stored, so a late or reordered write (a slow progress handler, a read-through racing a completion)
+can never take a job from done back to processing. Documents expire (non-terminal ones sooner, so a
+write lost while Redis was unreachable cannot leave a stale state behind for long: the next read after
+expiry goes to the jobs service). Unknown jobs are never written, so an unknown id is never "pending".
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import redis
+from nameko.extensions import DependencyProvider
+
+from shared.config import from_nameko
+
+log = logging.getLogger(__name__)
+
+RANK = {"pending": 0, "processing": 1, "done": 2, "failed": 2}
+TERMINAL = ("done", "failed")
+TERMINAL_TTL_SECONDS = 7 * 24 * 3600
+ACTIVE_TTL_SECONDS = 15 * 60
+
+# KEYS[1] the job's hash; ARGV: version, document, ttl, now. Returns 1 when written, 0 when older.
+_WRITE = """
+local current = redis.call('HGET', KEYS[1], 'v')
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2], 'at', ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+
+
+def version(doc: dict) -> int:
+    """A number that grows with every forward step a job's document can take."""
+    progress = (doc.get("progress") or {}).get("value") or 0
+    return RANK[doc["status"]] * 10**12 + min(int(doc.get("attempts") or 0), 999_999) * 10**6 + min(int(progress), 999_999)
+
+
+class JobView:
+    """Reads and versioned writes of job documents. Every Redis failure is logged and swallowed: the read
+    model is an accelerator, never a reason for a request or an event to fail."""
+
+    def __init__(self, url: str, prefix: str = "gaze", timeout: float = 0.5):
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                           health_check_interval=30) if url else None
+        self._write = self.client.register_script(_WRITE) if self.client else None
+
+    def key(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def put(self, doc: dict) -> bool:
+        """Store `doc` unless a newer version is there already; True when written."""
+        if self.client is None:
+            return False
+        ttl = TERMINAL_TTL_SECONDS if doc["status"] in TERMINAL else ACTIVE_TTL_SECONDS
+        try:
+            return bool(self._write(keys=[self.key(doc["id"])],
+                                    args=[version(doc), json.dumps(doc, separators=(",", ":")), ttl, time.time()]))
+        except redis.RedisError as exc:
+            log.warning("job read model: write of job %s failed: %s", doc.get("id"), exc)
+            return False
+
+    def put_many(self, docs) -> None:
+        if self.client is None or not docs:
+            return
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for doc in docs:
+                    ttl = TERMINAL_TTL_SECONDS if doc["status"] in TERMINAL else ACTIVE_TTL_SECONDS
+                    self._write(keys=[self.key(doc["id"])],
+                                args=[version(doc), json.dumps(doc, separators=(",", ":")), ttl, time.time()],
+                                client=pipe)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("job read model: write of %d job(s) failed: %s", len(docs), exc)
+
+    def get(self, job_id: str):
+        """The stored document, or None (not there, or Redis unreachable)."""
+        if self.client is None:
+            return None
+        try:
+            raw = self.client.hget(self.key(job_id), "doc")
+        except redis.RedisError as exc:
+            log.warning("job read model: read failed, asking the jobs service: %s", exc)
+            return None
+        return None if raw is None else json.loads(raw)
+
+    def get_many(self, job_ids) -> dict:
+        """{job_id: document} for the ids that are stored."""
+        if self.client is None or not job_ids:
+            return {}
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.key(job_id), "doc")
+                raws = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("job read model: read failed, asking the jobs service: %s", exc)
+            return {}
+        return {job_id: json.loads(raw) for job_id, raw in zip(job_ids, raws) if raw is not None}
+
+    def written_at(self, job_id: str):
+        """When the stored document was written (Unix time): the benchmark's lag measurement."""
+        raw = self.client.hget(self.key(job_id), "at")
+        return None if raw is None else float(raw)
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+
+
+class JobViewWriter(DependencyProvider):
+    """The jobs service's handle on the read model (one Redis connection pool per container)."""
+
+    def setup(self):
+        settings = from_nameko(self.container.config)
+        self.view = JobView(settings.redis_url, settings.redis_prefix)
+
+    def stop(self):
+        self.view.close()
+
+    def get_dependency(self, worker_ctx):
+        return self.view
