@@ -68,11 +68,14 @@ class Settings:
     db_pool_size: int = 10
     # jobs
     dispatch_sweep_seconds: float = 10.0
+    # presets: how often the presets read model (shared/preset_view.py) is checked against Postgres
+    presets_publish_seconds: float = 5.0
     max_attempts: int = 3
     # generator
     backend: str = "preview"
     replica_name: str = ""
     simulated_gpu_seconds: float = 0.2
+    generator_prefetch: int = 2             # jobs a replica holds: 1 running + 1 claimed and waiting (see shared/runner.py)
     status_interval_seconds: float = 30.0
     # generator: the ComfyUI backend (GAZE_BACKEND=comfyui)
     comfyui_url: str = "http://127.0.0.1:8188"
@@ -129,10 +132,12 @@ def load(env=None) -> Settings:
         service_workers=_int(env, "GAZE_SERVICE_WORKERS", d.service_workers),
         db_pool_size=_int(env, "GAZE_DB_POOL_SIZE", d.db_pool_size),
         dispatch_sweep_seconds=_float(env, "GAZE_DISPATCH_SWEEP_SECONDS", d.dispatch_sweep_seconds),
+        presets_publish_seconds=_float(env, "GAZE_PRESETS_PUBLISH_SECONDS", d.presets_publish_seconds),
         max_attempts=_int(env, "GAZE_MAX_ATTEMPTS", d.max_attempts),
         backend=env.get("GAZE_BACKEND", d.backend),
         replica_name=env.get("GAZE_REPLICA_NAME", d.replica_name),
         simulated_gpu_seconds=_float(env, "GAZE_SIMULATED_GPU_SECONDS", d.simulated_gpu_seconds),
+        generator_prefetch=_int(env, "GAZE_GENERATOR_PREFETCH", d.generator_prefetch),
         status_interval_seconds=_float(env, "GAZE_STATUS_INTERVAL_SECONDS", d.status_interval_seconds),
         comfyui_url=env.get("GAZE_COMFYUI_URL", d.comfyui_url),
         comfyui_workflow=env.get("GAZE_COMFYUI_WORKFLOW", d.comfyui_workflow),
@@ -152,6 +157,8 @@ def _checked(settings: Settings) -> Settings:
     # heartbeats (every second) keep it from ever doing so and the broker drops idle services.
     if 0 < settings.heartbeat < 3:
         raise ValueError("GAZE_HEARTBEAT must be 0 (off) or at least 3 seconds")
+    if settings.generator_prefetch < 1:
+        raise ValueError("GAZE_GENERATOR_PREFETCH must be at least 1")
     if settings.media_store not in ("local", "s3"):
         raise ValueError(f"GAZE_MEDIA_STORE must be local or s3, not {settings.media_store!r}")
     if settings.media_store == "s3" and not settings.s3_bucket:

@@ -12,9 +12,12 @@ SERVICES = {
     "jobs": ("services.jobs.service", "JobsService"),
     "generator": ("services.generator.service", "GeneratorService"),
 }
-# A GPU runs one job at a time: max_workers is also nameko's prefetch count, so a generator replica
-# holds exactly one unacknowledged job and the queue hands the next one to whichever replica is free.
-PER_SERVICE = {"generator": {"max_workers": 1}}
+# A GPU runs one job at a time (BackendRunner serialises them), but a replica holds
+# GAZE_GENERATOR_PREFETCH unacknowledged jobs (nameko's max_workers is also its prefetch count): with 2,
+# the next job is delivered and claimed while the current one generates, so the GPU does not wait a
+# broker round trip plus a claim between jobs. 1 = strictly one job per replica at a time.
+def per_service(name, settings):
+    return {"max_workers": settings.generator_prefetch} if name == "generator" else {}
 
 
 def run(name: str) -> None:
@@ -35,7 +38,8 @@ def run(name: str) -> None:
     logging.getLogger("kombu").setLevel(logging.WARNING)
     module, cls = SERVICES[name]
     service_cls = getattr(importlib.import_module(module), cls)
-    nameko_run([service_cls], config.load().nameko_config(**PER_SERVICE.get(name, {})))
+    settings = config.load()
+    nameko_run([service_cls], settings.nameko_config(**per_service(name, settings)))
 
 
 if __name__ == "__main__":

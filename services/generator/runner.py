@@ -15,6 +15,7 @@ import time
 
 import eventlet
 from eventlet import tpool
+from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 from nameko.standalone.events import event_dispatcher
 
@@ -27,27 +28,36 @@ log = logging.getLogger(__name__)
 
 
 class BackendRunner:
+    """The replica's one GPU. Workers (see `generator_prefetch`) claim their jobs concurrently but take
+    turns here, so the next job is claimed while the current one is still generating."""
+
     def __init__(self, backend):
         self.backend = backend
+        self.gpu = Semaphore(1)
 
     @property
     def name(self):
         return self.backend.name
 
-    def run(self, spec, publish_progress):
-        """Generate on a worker thread; calls publish_progress(value, max) from the green thread."""
+    def run(self, spec, publish_progress, on_started=lambda: None):
+        """Wait for the GPU, then generate on an OS thread; calls on_started() once the backend is running
+        (the job_started event: published while the GPU already works, not before) and
+        publish_progress(value, max), both from this green thread. Returns (image, backend seconds)."""
         reports = collections.deque()   # appends from the OS thread, pops here: deque ops are atomic
-        started = time.monotonic()
-        job = eventlet.spawn(tpool.execute, self.backend.generate, spec,
-                             lambda value, maximum: reports.append((value, maximum)))
-        last_sent, finished, image = None, False, None
-        while not finished:
-            # wake at the latest every PROGRESS_INTERVAL to relay progress, at once when the job ends
-            with eventlet.Timeout(PROGRESS_INTERVAL, False):
-                image = job.wait()
-                finished = True
-            last_sent = self._flush(reports, publish_progress, last_sent)
-        return image, time.monotonic() - started
+        with self.gpu:
+            started = time.monotonic()
+            job = eventlet.spawn(tpool.execute, self.backend.generate, spec,
+                                 lambda value, maximum: reports.append((value, maximum)))
+            on_started()
+            last_sent, finished, image = None, False, None
+            while not finished:
+                # wake at the latest every PROGRESS_INTERVAL to relay progress, at once when the job ends
+                with eventlet.Timeout(PROGRESS_INTERVAL, False):
+                    image = job.wait()
+                    finished = True
+                last_sent = self._flush(reports, publish_progress, last_sent)
+            seconds = time.monotonic() - started
+        return image, seconds
 
     @staticmethod
     def _flush(reports, publish_progress, last_sent):

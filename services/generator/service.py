@@ -48,18 +48,19 @@ class GeneratorService:
 
     @work_consumer(events.WORK_QUEUE)
     def generate(self, payload):
-        """Claim, generate, store, announce; the work message is acked only after this returns."""
+        """Claim, generate, store, announce; the work message is acked only after this returns.
+
+        A replica runs `generator_prefetch` of these at once: each claims its job right away, then they
+        take turns on the GPU (BackendRunner.run), and one job's storing and announcing overlaps the next
+        job's generation."""
         order = events.WorkOrder.model_validate(payload)
         claim = events.ClaimResult.model_validate(
             self.jobs.claim(order.job_id, self.replica, payload.get("redelivered", False)))
         if not claim.run:
             log.info("job %s: skipped (%s)", order.job_id, claim.reason)
             return
-        self.dispatch(events.JOB_STARTED,
-                      events.JobStarted(job_id=order.job_id, replica=self.replica, attempt=claim.attempt).model_dump())
-        log.info("job %s: started on %s (attempt %d)", order.job_id, self.replica, claim.attempt)
         try:
-            completed = self._generate(order)
+            completed = self._generate(order, claim.attempt)
         except BackendError as exc:
             self._fail(order.job_id, str(exc))
         except Exception as exc:  # a bug must still end the job, with a line in the log to fix it from
@@ -70,14 +71,19 @@ class GeneratorService:
             log.info("job %s: done in %.2fs -> %s", order.job_id, completed.generation_seconds,
                      completed.relative_path)
 
-    def _generate(self, order):
+    def _generate(self, order, attempt):
         spec = order.spec
+
+        def started():
+            self.dispatch(events.JOB_STARTED,
+                          events.JobStarted(job_id=order.job_id, replica=self.replica, attempt=attempt).model_dump())
+            log.info("job %s: started on %s (attempt %d)", order.job_id, self.replica, attempt)
 
         def progress(value, maximum):
             self.dispatch(events.JOB_PROGRESS,
                           events.JobProgress(job_id=order.job_id, value=value, max=maximum).model_dump())
 
-        image, seconds = self.backend.run(spec, progress)
+        image, seconds = self.backend.run(spec, progress, started)
         relative_path = image_relative_path(spec.preset_slug, order.job_id, order.created_at)
         self.media.save(relative_path, image.png)
         return events.JobCompleted(job_id=order.job_id, replica=self.replica, relative_path=relative_path,

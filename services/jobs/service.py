@@ -84,7 +84,7 @@ class JobsService:
     @event_handler(events.EVENT_SOURCE, events.JOB_STARTED)
     def on_started(self, payload):
         event = events.JobStarted.model_validate(payload)
-        self._project(self.store.started(event.job_id, event.replica))
+        self._project(self.store.started(event.job_id, event.replica, event.attempt))
 
     @event_handler(events.EVENT_SOURCE, events.JOB_PROGRESS)
     def on_progress(self, payload):

@@ -104,9 +104,10 @@ class JobRepository:
         return {row["preset_slug"]: row["relative_path"] for row in rows}
 
     def claim(self, job_id: str, replica: str, redelivered: bool, max_attempts: int):
-        """Take the job for `replica`. A pending job is claimed; a processing one only when the broker says
-        the message is a redelivery (its first runner died). Returns (run, attempt, reason, row): row is the
-        job as it is after the claim (VIEW), or None when the claim changed nothing."""
+        """Reserve the job for `replica` (a new attempt). A job nobody has claimed is taken; a claimed one
+        only when the broker says the message is a redelivery (its runner died). The status does not change
+        here: the job turns `processing` when the replica's GPU starts it (`started`). Returns (run,
+        attempt, reason, row): row is the job after the claim (VIEW), or None when the claim changed nothing."""
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 "SELECT status, attempts FROM jobs.jobs WHERE id = %s FOR UPDATE", (parse_job_id(job_id),)
@@ -115,8 +116,8 @@ class JobRepository:
                 return False, 0, "unknown job", None
             if row["status"] in ("done", "failed"):
                 return False, row["attempts"], f"already {row['status']}", None
-            if row["status"] == "processing" and not redelivered:
-                return False, row["attempts"], "already running on another replica", None
+            if row["attempts"] > 0 and not redelivered:
+                return False, row["attempts"], "already taken by another replica", None
             if row["attempts"] >= max_attempts:
                 failed = conn.execute(
                     f"UPDATE jobs.jobs SET status = 'failed', finished_at = now(), error = %s WHERE id = %s RETURNING {VIEW}",
@@ -125,19 +126,23 @@ class JobRepository:
                 ).fetchone()
                 return False, row["attempts"], "too many attempts", failed
             claimed = conn.execute(
-                "UPDATE jobs.jobs SET status = 'processing', attempts = attempts + 1, replica = %s,"
-                f" started_at = now(), progress_value = NULL, progress_max = NULL WHERE id = %s RETURNING {VIEW}",
+                "UPDATE jobs.jobs SET attempts = attempts + 1, replica = %s,"
+                f" progress_value = NULL, progress_max = NULL WHERE id = %s RETURNING {VIEW}",
                 (replica, job_id),
             ).fetchone()
             return True, claimed["attempts"], None, claimed
 
     # Each transition returns the job as it is after the change (VIEW), or None when nothing changed.
-    def started(self, job_id, replica):
+    def started(self, job_id, replica, attempt: int):
+        """Run `attempt` began on the GPU: processing from now. An event of an earlier run (late or
+        duplicated) changes nothing."""
         with self.pool.connection() as conn:
             return conn.execute(
-                "UPDATE jobs.jobs SET status = 'processing', replica = %s, started_at = coalesce(started_at, now())"
-                f" WHERE id = %s AND status IN ('pending', 'processing') RETURNING {VIEW}",
-                (replica, parse_job_id(job_id)),
+                "UPDATE jobs.jobs SET status = 'processing', replica = %(replica)s, started_at = now(),"
+                " started_attempt = %(attempt)s"
+                " WHERE id = %(id)s AND status IN ('pending', 'processing') AND attempts <= %(attempt)s"
+                f" AND coalesce(started_attempt, 0) < %(attempt)s RETURNING {VIEW}",
+                {"replica": replica, "attempt": attempt, "id": parse_job_id(job_id)},
             ).fetchone()
 
     def progress(self, job_id, value, maximum):

@@ -83,3 +83,28 @@ def test_two_replicas_share_the_work_queue(container_factory, settings, jobs, db
         assert path == Path(settings.media_root) / row["result"]["relative_path"]
     assert sorted(p["job_id"] for p in started.of(events.JOB_STARTED)) == sorted(ids), "each job ran once"
     assert started.of(events.JOB_FAILED) == []
+
+
+def test_a_replica_claims_its_next_job_while_the_gpu_runs_one_at_a_time(container_factory, settings, jobs, db):
+    """Prefetch 2: the next job is claimed (reserved, still pending) during the current one, and the
+    backend never runs two jobs at once."""
+    replica_settings = dataclasses.replace(settings, replica_name="gen-pipelined", backend="simulated",
+                                           simulated_gpu_seconds=0.4)
+    container_factory(GeneratorService, replica_settings.nameko_config(max_workers=2)).start()
+    ids = jobs.create(make_spec(width=64, height=64), 3)
+
+    def reserved_while_another_runs():
+        rows = {r["id"]: r for r in jobs.get_many(ids)}
+        running = [i for i in ids if rows[i]["status"] == "processing"]
+        waiting = [i for i in ids if rows[i]["status"] == "pending" and rows[i]["attempts"] == 1]
+        return (running, waiting) if len(running) == 1 and waiting else None
+
+    running, [waiting] = wait_until(reserved_while_another_runs, what="one running, the next one claimed")
+    assert jobs.get(waiting)["started_at"] is None, "a claimed job waiting for the GPU has not started"
+    wait_until(lambda: all_finished(db, ids), timeout=30, what="all finished")
+    rows = sorted(jobs.get_many(ids), key=lambda r: r["started_at"])
+    assert [r["status"] for r in rows] == ["done"] * 3
+    assert all(r["attempts"] == 1 for r in rows)
+    for earlier, later in zip(rows, rows[1:]):
+        # one GPU: the next run starts only after the previous run's backend time is over
+        assert later["started_at"] >= earlier["started_at"] + earlier["result"]["generation_seconds"] - 0.01

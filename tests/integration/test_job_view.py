@@ -127,7 +127,10 @@ def test_jobs_service_keeps_the_read_model_current(jobs, dispatch, service_view)
     assert service_view.get(job_id)["status"] == "pending"
 
     assert jobs.claim(job_id, REPLICA, False)["run"] is True
-    assert service_view.get(job_id)["status"] == "processing", "written before claim returns"
+    assert service_view.get(job_id)["attempts"] == 1, "the claim is written before claim returns"
+
+    dispatch(events.JOB_STARTED, started(job_id))
+    wait_until(lambda: service_view.get(job_id)["status"] == "processing", what="processing")
 
     dispatch(events.JOB_PROGRESS, events.JobProgress(job_id=job_id, value=3, max=10))
     wait_until(lambda: (service_view.get(job_id)["progress"] or {}).get("value") == 3, what="progress")

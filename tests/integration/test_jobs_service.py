@@ -236,11 +236,12 @@ def test_claim_runs_skips_and_retries_up_to_max_attempts(jobs, db, settings):
     first = jobs.claim(job_id, "replica-a", False)
     assert first == {"run": True, "attempt": 1, "reason": None}
     row = job_row(db, job_id)
-    assert (row["status"], row["attempts"], row["replica"]) == ("processing", 1, "replica-a")
+    # reserved, not yet running: the job turns processing when the replica's GPU starts it
+    assert (row["status"], row["attempts"], row["replica"], row["started_at"]) == ("pending", 1, "replica-a", None)
 
     duplicate = jobs.claim(job_id, "replica-b", False)
     assert duplicate["run"] is False
-    assert "running" in duplicate["reason"]
+    assert "taken" in duplicate["reason"]
     assert job_row(db, job_id)["replica"] == "replica-a"
 
     retry = jobs.claim(job_id, "replica-b", True)
