@@ -7,7 +7,7 @@ PYTHON ?= python3
 STAMP      := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: up test test-fast install browser clean
+.PHONY: up test test-fast install browser bench-tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	    echo "installing Debian's chromium for the browser tests"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+
+# The load generator of bench/gateway_load.py: Debian's wrk, installed from apt when it is missing.
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	    echo "installing Debian's wrk for bench/gateway_load.py"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
 
 # Two pytest runs: the browser tests need a process without eventlet (see tests/browser/conftest.py).
 test: $(TEST_STAMP) browser
