@@ -7,7 +7,7 @@ For each R: an isolated stack (own database, vhost, port; see bench/stack.py) wh
 processes run the `simulated` backend, which blocks its thread for exactly T = --gpu-seconds per job, as
 a CUDA call would, then draws a 64×64 preview. Once all R replicas have reported, N jobs are submitted
 through the HTTP API (POSTs of 20), and the run ends when the jobs service has recorded every job
-finished. Makespan = first POST sent → the last job's finished_at (the jobs service's own clock, the
+finished (after a warm-up of 2R jobs, not counted). Makespan = first POST sent → the last job's finished_at (the jobs service's own clock, the
 same machine). Throughput = N / makespan; ideal = R / T; efficiency = throughput / ideal.
 
 Also reported per R: jobs per replica (the queue's fairness), and the mean gap between one job's end and
@@ -39,6 +39,8 @@ def run(replicas: int, jobs: int, gpu_seconds: float) -> dict:
             stack.procs[f"generator-{n}"] = Proc.start(f"generator-{n}", [GAZE, "service", "generator"], env,
                                                        stack.workdir)
         stack.wait_for_replicas(replicas)
+        # warm-up, not counted: the first request of a fresh stack opens connections and reply queues
+        stack.wait_finished(stack.submit(2 * replicas, width=64, height=64), timeout=60)
         log(f"R={replicas}: submitting {jobs} jobs")
         first_post = time.time()
         ids = stack.submit(jobs, width=64, height=64)

@@ -52,6 +52,7 @@ class Settings:
     s3_secret_access_key: str = field(default="", repr=False)
     bind: str = "0.0.0.0:5782"
     public_url: str = "http://localhost:5782"
+    log_format: str = "json"                # every process's log lines (shared/logs.py): json | text
     # gateway
     gateway_workers: int = 2
     gateway_threads: int = 8
@@ -120,6 +121,7 @@ def load(env=None) -> Settings:
         s3_secret_access_key=env.get("GAZE_S3_SECRET_ACCESS_KEY", d.s3_secret_access_key),
         bind=env.get("GAZE_BIND", d.bind),
         public_url=env.get("GAZE_PUBLIC_URL", d.public_url),
+        log_format=env.get("GAZE_LOG_FORMAT", d.log_format).strip().lower() or d.log_format,
         gateway_workers=_int(env, "GAZE_GATEWAY_WORKERS", d.gateway_workers),
         gateway_threads=_int(env, "GAZE_GATEWAY_THREADS", d.gateway_threads),
         rpc_timeout=_float(env, "GAZE_RPC_TIMEOUT", d.rpc_timeout),

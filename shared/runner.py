@@ -25,20 +25,17 @@ def run(name: str) -> None:
 
     patch()
     import importlib
-    import logging
 
     from nameko.cli.run import run as nameko_run
 
-    from shared import config
+    from shared import config, logs
 
     if name not in SERVICES:
         raise SystemExit(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kombu").setLevel(logging.WARNING)
+    settings = config.load()
+    logs.configure(name, settings)   # structured lines (GAZE_LOG_FORMAT), nameko's and kombu's included
     module, cls = SERVICES[name]
     service_cls = getattr(importlib.import_module(module), cls)
-    settings = config.load()
     nameko_run([service_cls], settings.nameko_config(**per_service(name, settings)))
 
 

@@ -2,17 +2,34 @@
 
 Keys are 256-bit random tokens, so a plain SHA-256 is enough (no password stretching needed); the row
 is found by a non-secret prefix and the hashes are compared in constant time.
+
+Verification is on every API request, so it must cost less than the request it guards: each gateway
+process remembers the hashes it has verified (never a key itself), valid for one *key epoch*, a counter
+in Redis that every key change (mint, regenerate, revoke; UI or CLI) bumps after its commit. A request
+reads the epoch (one small Redis GET) and trusts its memory only while the epoch is unchanged, so a
+request that begins after a regeneration has returned already refuses the old key, in every gateway
+process on every host. No Redis, or Redis unreachable: every request asks Postgres, as before. A lost
+epoch key (Redis restarted) is re-created with a new random value, which also empties every memory.
+Remembered hashes also age out after KEY_CACHE_SECONDS, bounding what a network partition between a
+key change and Redis could leave behind.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
+import time
+
+import redis
 
 KEY_PREFIX = "gz_"
 LOOKUP_CHARS = len(KEY_PREFIX) + 8
 MAX_NAME_CHARS = 64
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('gaze.api_keys'))"
+KEY_CACHE_SECONDS = 60.0
+log = logging.getLogger(__name__)
 
 
 class InvalidKeyName(ValueError):
@@ -37,19 +54,83 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class KeyEpoch:
+    """The key epoch in Redis, and this process's memory of hashes verified under it."""
+
+    def __init__(self, redis_url: str, prefix: str):
+        self.client = (redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+                       if redis_url else None)
+        self.key = f"{prefix}:api_keys:epoch"
+        self._lock = threading.Lock()
+        self._epoch = None
+        self._verified: dict[str, float] = {}   # hash -> when verified (monotonic)
+
+    def current(self):
+        """The epoch now, or None when there is no Redis or it cannot be read (then: ask Postgres)."""
+        if self.client is None:
+            return None
+        try:
+            epoch = self.client.get(self.key)
+            if epoch is None:
+                self.client.set(self.key, secrets.randbits(62), nx=True)
+                epoch = self.client.get(self.key)
+        except redis.RedisError as exc:
+            log.warning("API key epoch unreadable, verifying against the database: %s", exc)
+            return None
+        return epoch
+
+    def known(self, epoch, digest: str) -> bool:
+        with self._lock:
+            if epoch != self._epoch:
+                self._epoch, self._verified = epoch, {}
+                return False
+            seen = self._verified.get(digest)
+            return seen is not None and time.monotonic() - seen < KEY_CACHE_SECONDS
+
+    def remember(self, epoch, digest: str) -> None:
+        with self._lock:
+            if epoch == self._epoch and len(self._verified) < 10_000:
+                self._verified[digest] = time.monotonic()
+
+    def bump(self) -> None:
+        """After a committed key change: every process forgets what it verified."""
+        with self._lock:
+            self._verified = {}
+        if self.client is None:
+            return
+        try:
+            self.client.incr(self.key)
+        except redis.RedisError:
+            try:   # a non-numeric or unreachable epoch: replacing it has the same effect
+                self.client.set(self.key, secrets.randbits(62))
+            except redis.RedisError as exc:
+                log.error("API key change not announced (Redis unreachable): other gateway processes may accept"
+                          " a revoked key for up to %.0f s: %s", KEY_CACHE_SECONDS, exc)
+
+
 class ApiKeyStore:
-    def __init__(self, pool):
+    def __init__(self, pool, redis_url: str = "", redis_prefix: str = "gaze"):
         self.pool = pool
+        self.epoch = KeyEpoch(redis_url, redis_prefix)
 
     def verify(self, key: str) -> bool:
         if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
             return False
+        digest = _hash(key)
+        epoch = self.epoch.current()
+        if epoch is not None and self.epoch.known(epoch, digest):
+            return True
+        valid = self._verify_in_database(key, digest)
+        if valid and epoch is not None:
+            self.epoch.remember(epoch, digest)
+        return valid
+
+    def _verify_in_database(self, key: str, candidate: str) -> bool:
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT key_hash FROM gateway.api_keys WHERE prefix = %s AND revoked_at IS NULL",
                 (key[:LOOKUP_CHARS],),
             ).fetchall()
-        candidate = _hash(key)
         return any(hmac.compare_digest(row["key_hash"], candidate) for row in rows)
 
     def regenerate(self, name: str = "default") -> str:
@@ -60,6 +141,7 @@ class ApiKeyStore:
             conn.execute("UPDATE gateway.api_keys SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL",
                          (name,))
             _insert(conn, name, key)
+        self.epoch.bump()
         return key
 
     def create(self, name: str) -> str:
@@ -74,6 +156,7 @@ class ApiKeyStore:
                 raise InvalidKeyName(f"An active key is already named \u201c{name}\u201d: revoke it first, or pick"
                                      " another name.")
             _insert(conn, name, key)
+        self.epoch.bump()
         return key
 
     def list(self, limit: int = 200) -> list[dict]:
@@ -95,6 +178,7 @@ class ApiKeyStore:
             conn.execute(LOCK)
             row = conn.execute("UPDATE gateway.api_keys SET revoked_at = coalesce(revoked_at, now())"
                                " WHERE id = %s RETURNING name", (key_id,)).fetchone()
+        self.epoch.bump()
         return None if row is None else row["name"]
 
     def ensure(self) -> str | None:

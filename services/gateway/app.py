@@ -5,24 +5,27 @@ from pathlib import Path
 
 import falcon
 
-from shared.media import URL_PREFIX
+from shared.media import URL_PREFIX, open_media_store
 from services.gateway import errors
 from services.gateway.auth import ApiKeyAuth
 from services.gateway.job_lookup import JobLookup
 from services.gateway.health import HealthResource, Readiness, ReadinessResource
 from services.gateway.metrics import GatewayMetrics, MetricsResource
+from services.gateway.media_route import StoreMediaRoute
+from services.gateway.preset_lookup import PresetLookup
 from services.gateway.resources import GenerateResource, JobResource, PresetsResource
 from services.gateway.web import routes as web_routes
 from services.gateway.web.render import ASSETS_PREFIX
 from services.gateway.web.session import SessionAuth
 
 
-def create_app(settings, rpc, keys, admin, probes, view=None) -> falcon.App:
+def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None) -> falcon.App:
     """`rpc` has .call(service, method, *args); `keys` is the ApiKeyStore, `admin` the AdminStore (web
     login and sessions); `probes` (probes.Probes) gives /readyz and /metrics their bounded-time views of
     the broker, the database and the work queue; `view` the job read model (shared.job_view.JobView; None
-    = none, every poll asks the jobs service). All are injected so tests can run the real app against
-    fakes or against the real broker and database.
+    = none, every poll asks the jobs service); `preset_view` the presets read model
+    (shared.preset_view.PresetView; None = none, listing and resolving ask the presets service). All are
+    injected so tests can run the real app against fakes or against the real broker and database.
 
     Build one app per process: its request metrics are per-process (multiprocess files under gunicorn)."""
     metrics = GatewayMetrics(probes, settings, static_prefixes=(URL_PREFIX, ASSETS_PREFIX))
@@ -34,13 +37,18 @@ def create_app(settings, rpc, keys, admin, probes, view=None) -> falcon.App:
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(Readiness(probes, settings.status_interval_seconds)))
     app.add_route("/metrics", MetricsResource(metrics, settings.metrics_token))
-    app.add_route("/api/v1/presets", PresetsResource(rpc))
-    app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings))
+    presets = PresetLookup(rpc, preset_view)
+    app.add_route("/api/v1/presets", PresetsResource(presets))
+    app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings, presets))
     jobs = JobLookup(rpc, view)
     app.add_route("/api/v1/job/{job_id}", JobResource(jobs))
     media_root = Path(settings.media_root)
-    media_root.mkdir(parents=True, exist_ok=True)
-    # Falcon's static route refuses "..", encoded separators and anything outside the directory.
-    app.add_static_route(URL_PREFIX, str(media_root))
+    media_root.mkdir(parents=True, exist_ok=True)  # the local store, or (s3) the gateway's thumbnail cache
+    media = open_media_store(settings, pool_size=settings.gateway_threads)
+    if media.kind == "local":
+        # Falcon's static route refuses "..", encoded separators and anything outside the directory.
+        app.add_static_route(URL_PREFIX, str(media_root))
+    else:
+        StoreMediaRoute(media).mount(app)  # the same URLs, streamed from the object store
     web_routes.mount(app, settings, rpc, keys, admin, jobs)
     return app

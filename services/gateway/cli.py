@@ -29,7 +29,8 @@ def _key_store(settings):
     from shared.db import open_pool
     from services.gateway.api_keys import ApiKeyStore
 
-    return ApiKeyStore(open_pool(settings.database_url, max_size=1, name="cli"))
+    return ApiKeyStore(open_pool(settings.database_url, max_size=1, name="cli"), settings.redis_url,
+                       settings.redis_prefix)
 
 
 def cmd_api_key(args):
@@ -94,10 +95,40 @@ def cmd_service(args):
     run(args.name)
 
 
+def ensure_media_store(settings, wait_seconds=60.0):
+    """With GAZE_MEDIA_STORE=s3, create the bucket when it does not exist yet (the one place that does:
+    services and GPU nodes expect it to exist), waiting up to `wait_seconds` for a store that is not
+    accepting connections yet (a MinIO container starting beside us); the local store is a directory."""
+    import time
+
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    from shared.media import MediaStoreError, open_media_store
+
+    store = open_media_store(settings)
+    if store.kind != "s3":
+        Path(settings.media_root).mkdir(parents=True, exist_ok=True)
+        return
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            created = store.ensure_bucket()
+            break
+        except MediaStoreError as exc:
+            if not isinstance(exc.__cause__, BotoConnectionError) or time.monotonic() > deadline:
+                raise
+            print(f"media store: waiting for {store.endpoint_url or 'S3'} ({exc.__cause__})", flush=True)
+            time.sleep(2)
+    print(f"media store: s3://{store.bucket}/{store.prefix} at {store.endpoint_url or 'AWS'}"
+          f"{' (bucket created)' if created else ''}")
+
+
 def initialise(settings):
-    """Migrate, then make sure an API key and the admin password exist. Returns what was newly made
-    (key, password), each None when it existed already: shown once, never stored in plain text."""
+    """Migrate, make sure the media store's bucket exists (s3), then make sure an API key and the admin
+    password exist. Returns what was newly made (key, password), each None when it existed already:
+    shown once, never stored in plain text."""
     cmd_migrate(None, settings)
+    ensure_media_store(settings)
     key = _key_store(settings).ensure()
     password = _admin_store(settings).ensure_password(os.environ.get("GAZE_ADMIN_PASSWORD"))
     return key, password
@@ -126,7 +157,7 @@ def cmd_up(args):
     bar = "=" * 72
     print(bar)
     print(f"GAZE is starting on {settings.public_url}  ({args.generators} generator replica(s), "
-          f"backend: {settings.backend})")
+          f"backend: {settings.backend}, media store: {settings.media_store})")
     if key:
         print("Your API key (shown once; `gaze api-key regenerate` makes a new one):")
         print(f"    {key}")
@@ -149,7 +180,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="gaze", description="GAZE image generation service")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if needed and apply every service's migrations")
-    sub.add_parser("init", help="migrate, then create the API key and admin password if missing (printed once)")
+    sub.add_parser("init", help="migrate, create the S3 bucket (GAZE_MEDIA_STORE=s3), the API key and admin "
+                                "password if missing (printed once)")
     keys = sub.add_parser("api-key", help="manage the REST API key")
     keys.add_argument("action", choices=["regenerate", "ensure"])
     admin = sub.add_parser("admin-password", help="set the web UI admin password (random if not given)")

@@ -5,9 +5,14 @@ from __future__ import annotations
 from services.gateway import validation
 
 
-def submit(rpc, settings, slug: str, body: dict) -> list[str]:
-    """Validate `body` (the guide's fields), resolve the preset and queue the jobs; returns job ids."""
+def submit(rpc, settings, slug: str, body: dict, presets=None) -> list[str]:
+    """Validate `body` (the guide's fields), resolve the preset and queue the jobs; returns job ids.
+    `presets` (a PresetLookup) resolves from the presets read model where it can; without it, or where
+    it cannot, the presets service resolves."""
     slug = validation.preset_slug(slug)
     request = validation.generate_request(body, settings)
-    spec = rpc.call("presets", "resolve", slug, request.overrides())
+    if presets is not None:
+        spec = presets.resolve(slug, request.overrides())
+    else:
+        spec = rpc.call("presets", "resolve", slug, request.overrides())
     return rpc.call("jobs", "create", spec, request.count)

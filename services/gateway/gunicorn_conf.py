@@ -1,7 +1,12 @@
 """gunicorn settings for the gateway, from the same environment as everything else."""
 import os
+import re
+import traceback
 from pathlib import Path
 
+from gunicorn import glogging
+
+from shared import logs
 from shared.config import load as _load_settings
 
 _settings = _load_settings()
@@ -15,6 +20,39 @@ preload_app = False
 accesslog = "-"
 # The access log must never carry a key given as ?api_key=: log the path without the query string.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+_JOB_PATH = re.compile(r"^/api/v1/job/([^/]+)/?$")
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's error and access logs as GAZE's structured lines (shared/logs.py, GAZE_LOG_FORMAT).
+    An access line's msg is `access_log_format` (no query string), and its fields are the same
+    parts plus the job id of /api/v1/job/<id> requests; the query string is never among them."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        line_format = logs.formatter("gateway", _settings.log_format)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                if getattr(handler, "_gunicorn", False):
+                    handler.setFormatter(line_format)
+
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        path, status = atoms["U"] or "", str(atoms["s"])
+        fields = {"method": atoms["m"], "path": path, "status": int(status) if status.isdigit() else status,
+                  "bytes": atoms["B"], "duration_ms": atoms["M"], "remote": atoms["h"]}
+        match = _JOB_PATH.match(path)
+        if match:
+            fields["job_id"] = match.group(1)
+        try:
+            self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms), extra=fields)
+        except Exception:  # noqa: BLE001 - as gunicorn's own access(): a bad line must not fail the request
+            self.error(traceback.format_exc())
+
+
+logger_class = GunicornLogger
 graceful_timeout = 20
 timeout = 60
 # gunicorn's runtime control socket is one fixed path per user: two stacks on one machine (a dev stack

@@ -8,6 +8,7 @@ the loop stays free to heartbeat and to publish the progress the thread leaves i
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import os
 import socket
@@ -46,7 +47,8 @@ class BackendRunner:
         reports = collections.deque()   # appends from the OS thread, pops here: deque ops are atomic
         with self.gpu:
             started = time.monotonic()
-            job = eventlet.spawn(tpool.execute, self.backend.generate, spec,
+            # in a copy of this green thread's context: the backend's log lines carry the job's fields
+            job = eventlet.spawn(tpool.execute, contextvars.copy_context().run, self.backend.generate, spec,
                                  lambda value, maximum: reports.append((value, maximum)))
             on_started()
             last_sent, finished, image = None, False, None
@@ -117,12 +119,14 @@ class Backend(DependencyProvider):
                 level = logging.INFO if status.healthy else logging.ERROR
                 log.log(level, "backend %s is %s: %s%s", status.backend,
                         "ready" if status.healthy else "NOT USABLE", status.detail,
-                        "" if status.healthy else " (jobs sent to this replica will fail until it recovers)")
+                        "" if status.healthy else " (jobs sent to this replica will fail until it recovers)",
+                        extra={"replica": self.replica, "backend": status.backend})
                 was_healthy = status.healthy
             try:
                 dispatch(EVENT_SOURCE, GENERATOR_STATUS, status.model_dump())
             except Exception:
-                log.warning("could not publish the generator status", exc_info=True)
+                log.warning("could not publish the generator status", exc_info=True,
+                            extra={"replica": self.replica})
             eventlet.sleep(min(delay, self.settings.status_interval_seconds))
             delay *= 2
 

@@ -7,7 +7,7 @@ from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer
 from nameko.rpc import RpcProxy
 
-from shared import events
+from shared import events, logs
 from shared.config import from_nameko
 from shared.media import MediaStore, image_relative_path
 from services.generator.backends import BackendError
@@ -57,19 +57,23 @@ class GeneratorService:
         claim = events.ClaimResult.model_validate(
             self.jobs.claim(order.job_id, self.replica, payload.get("redelivered", False)))
         if not claim.run:
-            log.info("job %s: skipped (%s)", order.job_id, claim.reason)
+            log.info("job %s: skipped (%s)", order.job_id, claim.reason,
+                     extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
             return
         try:
             completed = self._generate(order, claim.attempt)
         except BackendError as exc:
             self._fail(order.job_id, str(exc))
         except Exception as exc:  # a bug must still end the job, with a line in the log to fix it from
-            log.exception("job %s: backend crashed", order.job_id)
+            log.exception("job %s: backend crashed", order.job_id,
+                          extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
             self._fail(order.job_id, f"internal generator error: {type(exc).__name__}: {exc}")
         else:
             self.dispatch(events.JOB_COMPLETED, completed.model_dump())
             log.info("job %s: done in %.2fs -> %s", order.job_id, completed.generation_seconds,
-                     completed.relative_path)
+                     completed.relative_path, extra={"job_id": order.job_id, "replica": self.replica,
+                                                     "attempt": claim.attempt,
+                                                     "generation_seconds": completed.generation_seconds})
 
     def _generate(self, order, attempt):
         spec = order.spec
@@ -77,13 +81,15 @@ class GeneratorService:
         def started():
             self.dispatch(events.JOB_STARTED,
                           events.JobStarted(job_id=order.job_id, replica=self.replica, attempt=attempt).model_dump())
-            log.info("job %s: started on %s (attempt %d)", order.job_id, self.replica, attempt)
+            log.info("job %s: started on %s (attempt %d)", order.job_id, self.replica, attempt,
+                     extra={"job_id": order.job_id, "replica": self.replica, "attempt": attempt})
 
         def progress(value, maximum):
             self.dispatch(events.JOB_PROGRESS,
                           events.JobProgress(job_id=order.job_id, value=value, max=maximum).model_dump())
 
-        image, seconds = self.backend.run(spec, progress, started)
+        with logs.fields(job_id=order.job_id, replica=self.replica, attempt=attempt):  # the backend's lines too
+            image, seconds = self.backend.run(spec, progress, started)
         relative_path = image_relative_path(spec.preset_slug, order.job_id, order.created_at)
         self.media.save(relative_path, image.png)
         return events.JobCompleted(job_id=order.job_id, replica=self.replica, relative_path=relative_path,
@@ -91,5 +97,5 @@ class GeneratorService:
                                    generation_seconds=round(seconds, 4), metadata=image.metadata)
 
     def _fail(self, job_id, error):
-        log.warning("job %s: failed: %s", job_id, error)
+        log.warning("job %s: failed: %s", job_id, error, extra={"job_id": job_id, "replica": self.replica})
         self.dispatch(events.JOB_FAILED, events.JobFailed(job_id=job_id, replica=self.replica, error=error).model_dump())

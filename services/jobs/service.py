@@ -47,10 +47,12 @@ class JobsService:
             jobs.append({"id": str(uuid.uuid4()), "preset_slug": spec.preset_slug, "label": spec.label(),
                          "spec": job_spec.model_dump(), "seed": job_spec.seed})
         rows = self.store.create(jobs)
-        # in the read model before the 202 goes out, so the caller's first poll is already answered there
-        self.view.put_many([_public(row) for row in rows])
         self._dispatch([{"id": row["id"], "spec": job["spec"], "created_at": float(row["created_at"])}
-                        for row, job in zip(rows, jobs)])
+                        for row, job in zip(rows, jobs)],
+                       # in the read model before the 202 goes out, so the caller's first poll is answered
+                       # there; after the work orders, which are on the critical path. A generator's claim
+                       # may already have written a newer version: the read model keeps the newer one.
+                       then=lambda: self.view.put_many([_public(row) for row in rows]))
         return [row["id"] for row in rows]
 
     @rpc(expected_exceptions=EXPECTED)
@@ -98,13 +100,15 @@ class JobsService:
                   "seed": event.seed, "width": event.width, "height": event.height,
                   "generation_seconds": event.generation_seconds}
         if not self._project(self.store.completed(event.job_id, event.replica, result)):
-            log.info("job %s: completion ignored, job already finished", event.job_id)
+            log.info("job %s: completion ignored, job already finished", event.job_id,
+                     extra={"job_id": event.job_id, "replica": event.replica})
 
     @event_handler(events.EVENT_SOURCE, events.JOB_FAILED)
     def on_failed(self, payload):
         event = events.JobFailed.model_validate(payload)
         if not self._project(self.store.failed(event.job_id, event.replica, event.error)):
-            log.info("job %s: failure ignored, job already finished", event.job_id)
+            log.info("job %s: failure ignored, job already finished", event.job_id,
+                     extra={"job_id": event.job_id, "replica": event.replica})
 
     @event_handler(events.EVENT_SOURCE, events.GENERATOR_STATUS)
     def on_generator_status(self, payload):
@@ -146,11 +150,12 @@ class JobsService:
         self.view.put(_public(row))
         return True
 
-    def _dispatch(self, jobs):
+    def _dispatch(self, jobs, then=lambda: None):
         for job in jobs:
             order = events.WorkOrder(job_id=job["id"], spec=job["spec"], created_at=job["created_at"])
             self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
-            log.info("job %s: queued", job["id"])
+            log.info("job %s: queued", job["id"], extra={"job_id": job["id"]})
+        then()
         self.store.mark_dispatched([job["id"] for job in jobs])
 
 

@@ -1,4 +1,10 @@
-"""The `presets` nameko service: owns presets and resolves them into generation specs."""
+"""The `presets` nameko service: owns presets and resolves them into generation specs.
+
+It also keeps the presets read model (shared/preset_view.py) current: a snapshot of every preset in Redis,
+published after each write it commits, at start and by a timer, from which the gateway lists presets and
+resolves generate requests without an RPC."""
+import logging
+
 from nameko.dependency_providers import Config
 from nameko.events import event_handler
 from nameko.rpc import rpc
@@ -7,14 +13,13 @@ from pydantic import ValidationError
 from shared import events
 from shared.config import from_nameko
 from shared.errors import EXPECTED, InvalidField
+from shared.preset_view import PresetViewWriter, summary, token
+from shared.resolve import resolve
 from shared.schemas import PresetFields, first_error
-from services.presets.resolve import resolve
+from shared.timers import configured_timer
 from services.presets.store import PresetStore
 
-
-def _summary(row):
-    return {"preset_id": row["slug"], "slug": row["slug"], "name": row["name"],
-            "has_cover": row["cover_path"] is not None, "cover_path": row["cover_path"]}
+log = logging.getLogger(__name__)
 
 
 def _validated(fields: dict) -> dict:
@@ -29,10 +34,11 @@ class PresetsService:
 
     store = PresetStore()
     config = Config()
+    preset_view = PresetViewWriter()
 
     @rpc
     def list(self):
-        return [_summary(row) for row in self.store.list()]
+        return [summary(row) for row in self.store.list()]
 
     @rpc
     def export(self):
@@ -68,18 +74,42 @@ class PresetsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def create(self, fields):
-        return self.store.create(_validated(fields))
+        created = self.store.create(_validated(fields))
+        self._publish()
+        return created
 
     @rpc(expected_exceptions=EXPECTED)
     def update(self, slug, fields):
         current = self.store.get(slug)
         editable = {name: current[name] for name in PresetFields.model_fields}
-        return self.store.update(slug, _validated({**editable, **fields, "slug": slug}))
+        updated = self.store.update(slug, _validated({**editable, **fields, "slug": slug}))
+        self._publish()
+        return updated
 
     @rpc(expected_exceptions=EXPECTED)
     def delete(self, slug):
         self.store.delete(slug)
+        self._publish()
 
     @rpc(expected_exceptions=EXPECTED)
     def set_cover(self, slug, relative_path):
-        return _summary(self.store.set_cover(slug, relative_path))
+        row = self.store.set_cover(slug, relative_path)
+        self._publish()
+        return summary(row)
+
+    @configured_timer("presets_publish_seconds", eager=True)
+    def republish(self):
+        """At start and every GAZE_PRESETS_PUBLISH_SECONDS: publish when Redis does not hold the revision
+        Postgres has (first start, a Redis restart, a direct SQL write, a publish that failed)."""
+        if self.preset_view.enabled and self.preset_view.stored_token() != token(self.store.revision()):
+            self._publish()
+
+    def _publish(self):
+        """Write the current snapshot to the read model. Called after a write has committed, so a failure
+        here must not fail the RPC: it is logged, and the timer publishes again."""
+        if not self.preset_view.enabled:
+            return
+        try:
+            self.preset_view.publish(*self.store.snapshot())
+        except Exception:
+            log.exception("presets read model: could not read the snapshot to publish; the timer retries")

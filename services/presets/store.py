@@ -19,6 +19,25 @@ class PresetRepository:
         with self.pool.connection() as conn:
             return conn.execute(f"SELECT {COLUMNS} FROM presets.presets ORDER BY created_at, slug").fetchall()
 
+    def snapshot(self) -> tuple[dict, list[dict]]:
+        """({"revision", "epoch"}, every preset as `list` returns them), read in ONE statement so the rows
+        are exactly the ones that revision counts (the read model's snapshot)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT r.revision AS _revision, r.epoch::text AS _epoch, "
+                + ", ".join(f"p.{name}" for name in COLUMNS.split(", "))
+                + " FROM presets.presets_revision r LEFT JOIN presets.presets p ON true"
+                " ORDER BY p.created_at, p.slug"
+            ).fetchall()
+        version = {"revision": rows[0]["_revision"], "epoch": rows[0]["_epoch"]}
+        presets = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows if row["slug"] is not None]
+        return version, presets
+
+    def revision(self) -> dict:
+        """{"revision", "epoch"}: what the read model must carry to be current."""
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT revision, epoch::text AS epoch FROM presets.presets_revision").fetchone()
+
     def get(self, slug: str) -> dict:
         with self.pool.connection() as conn:
             row = conn.execute(f"SELECT {COLUMNS} FROM presets.presets WHERE slug = %s", (slug,)).fetchone()

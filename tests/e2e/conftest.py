@@ -81,7 +81,9 @@ def running_stack(workdir: Path, generators: int = 2, **extra_env):
                GAZE_PUBLIC_URL=url, GAZE_ADMIN_PASSWORD=ADMIN_PASSWORD, GAZE_MEDIA_ROOT=str(workdir / "media"),
                GAZE_RUN_DIR=str(workdir / "run"), GAZE_REDIS_PREFIX=db_name, **extra_env)
     log = workdir / "stack.log"
-    with open(log, "wb") as out:
+    # append mode: supervisord writes its own lines through this descriptor and its children's through
+    # /dev/stdout opened again; without O_APPEND its writes land at a stale offset, over the children's
+    with open(log, "ab") as out:
         proc = subprocess.Popen([GAZE, "up", "--generators", str(generators)], stdout=out,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

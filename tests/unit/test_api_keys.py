@@ -132,3 +132,98 @@ def test_verify_refuses_over_long_keys_even_when_the_hash_matches(store, db):
 
 def test_verify_with_no_keys_at_all(store):
     assert store.verify(KEY_PREFIX + "a" * 43) is False
+
+
+# --- the per-process memory of verified keys, tied to the key epoch in Redis ------------------------------
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class CountingPool:
+    """The real pool, counting how often verify had to ask the database."""
+
+    def __init__(self, pool):
+        self.pool, self.connections = pool, 0
+
+    def connection(self):
+        self.connections += 1
+        return self.pool.connection()
+
+
+@pytest.fixture
+def epoch_prefix(settings):
+    import uuid
+
+    import redis
+
+    prefix = f"{settings.redis_prefix}-keys-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    redis.Redis.from_url(REDIS_URL).delete(f"{prefix}:api_keys:epoch")
+
+
+@pytest.fixture
+def two_gateways(pool, db, epoch_prefix):
+    """Two ApiKeyStores sharing the database and the epoch, as two gateway processes (or a gateway and
+    the CLI) do."""
+    db.execute("TRUNCATE gateway.api_keys")
+    return (ApiKeyStore(CountingPool(pool), REDIS_URL, epoch_prefix),
+            ApiKeyStore(CountingPool(pool), REDIS_URL, epoch_prefix))
+
+
+def test_a_verified_key_is_remembered_until_the_epoch_moves(two_gateways):
+    first, other = two_gateways
+    key = other.regenerate()
+    assert first.verify(key)
+    before = first.pool.connections
+    for _ in range(20):
+        assert first.verify(key)
+    assert first.pool.connections == before, "verified from memory, no database round trip"
+
+
+def test_a_regenerated_key_is_refused_by_the_next_request_in_every_process(two_gateways):
+    first, other = two_gateways
+    old = other.regenerate()
+    assert first.verify(old) and first.verify(old)
+    new = other.regenerate()          # another process (the UI of another worker, or the CLI)
+    assert not first.verify(old), "refused by the very next request after the regeneration returned"
+    assert first.verify(new)
+
+
+def test_a_revoked_key_is_refused_at_once(two_gateways):
+    first, other = two_gateways
+    key = other.create("ci")
+    assert first.verify(key)
+    key_id = next(k["id"] for k in other.list() if k["name"] == "ci")
+    other.revoke(key_id)
+    assert not first.verify(key)
+
+
+def test_invalid_keys_are_never_remembered(two_gateways):
+    first, _ = two_gateways
+    before = first.pool.connections
+    assert not first.verify(KEY_PREFIX + "x" * 43)
+    assert not first.verify(KEY_PREFIX + "x" * 43)
+    assert first.pool.connections == before + 2
+
+
+def test_a_lost_epoch_forgets_everything(two_gateways, epoch_prefix):
+    import redis
+
+    first, other = two_gateways
+    key = other.regenerate()
+    assert first.verify(key)
+    redis.Redis.from_url(REDIS_URL).delete(f"{epoch_prefix}:api_keys:epoch")   # Redis restarted
+    before = first.pool.connections
+    assert first.verify(key)
+    assert first.pool.connections == before + 1, "a new epoch: verified against the database again"
+
+
+def test_without_reachable_redis_every_request_asks_the_database(pool, db):
+    db.execute("TRUNCATE gateway.api_keys")
+    store = ApiKeyStore(CountingPool(pool), "redis://127.0.0.1:1/0", "nowhere")
+    key = store.regenerate()
+    before = store.pool.connections
+    assert store.verify(key) and store.verify(key)
+    assert store.pool.connections == before + 2
+    store.regenerate()
+    assert not store.verify(key)

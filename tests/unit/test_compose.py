@@ -31,7 +31,9 @@ def interpolated(text, env=None):
 def test_valid_against_the_compose_specification():
     schema = json.loads((ROOT / "tests" / "data" / "compose_spec.json").read_text())
     text = (ROOT / "docker-compose.yml").read_text()
-    for env in ({}, {"GENERATORS": "4", "GAZE_BACKEND": "comfyui", "GPU_GENERATORS": "2"}):
+    for env in ({}, {"GENERATORS": "4", "GAZE_BACKEND": "comfyui", "GPU_GENERATORS": "2"},
+                {"GAZE_MEDIA_STORE": "s3", "GAZE_S3_ENDPOINT_URL": "http://minio:9000", "MINIO_PORT": "19000",
+                 "GAZE_S3_ACCESS_KEY_ID": "gaze", "GAZE_S3_SECRET_ACCESS_KEY": "a-long-secret"}):
         resolved = yaml.safe_load(interpolated(text, env))
         jsonschema.Draft201909Validator(schema).validate(resolved)
         assert resolved["services"]["generator"]["deploy"]["replicas"] == int(env.get("GENERATORS", 1))
@@ -65,3 +67,30 @@ def test_one_media_volume_is_shared_by_gateway_and_generators():
 def test_dockerfile_runs_unprivileged():
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "\nUSER gaze\n" in dockerfile and "useradd" in dockerfile
+
+
+def test_every_gaze_service_gets_the_media_store_settings():
+    text = (ROOT / "docker-compose.yml").read_text()
+    local = yaml.safe_load(interpolated(text))["services"]
+    s3 = yaml.safe_load(interpolated(text, {"GAZE_MEDIA_STORE": "s3", "GAZE_S3_ENDPOINT_URL": "http://minio:9000",
+                                            "GAZE_S3_ACCESS_KEY_ID": "gaze",
+                                            "GAZE_S3_SECRET_ACCESS_KEY": "a-long-secret"}))["services"]
+    for name in ("migrate", "gateway", "presets", "jobs", "generator", "generator-gpu"):
+        assert local[name]["environment"]["GAZE_MEDIA_STORE"] == "local"
+        env = s3[name]["environment"]
+        assert (env["GAZE_MEDIA_STORE"], env["GAZE_S3_ENDPOINT_URL"], env["GAZE_S3_BUCKET"]) == (
+            "s3", "http://minio:9000", "gaze-media")
+        assert env["GAZE_S3_ACCESS_KEY_ID"] == "gaze" and env["GAZE_S3_SECRET_ACCESS_KEY"] == "a-long-secret"
+    # MinIO's root user is the key GAZE signs with, so the two cannot drift apart
+    assert s3["minio"]["environment"] == {"MINIO_ROOT_USER": "gaze", "MINIO_ROOT_PASSWORD": "a-long-secret"}
+
+
+def test_minio_is_optional_behind_the_s3_profile():
+    minio = SERVICES["minio"]
+    assert minio["profiles"] == ["s3"]
+    assert minio["healthcheck"]["test"] and "minio:/data" in minio["volumes"]
+    assert "minio" in COMPOSE["volumes"]
+    # nothing that runs without the profile depends on it (compose refuses a dependency on a disabled service)
+    for name, service in SERVICES.items():
+        if "profiles" not in service:
+            assert "minio" not in service.get("depends_on", {}), name
