@@ -45,13 +45,17 @@ def main():
     parser.add_argument("--body", default='{"width": 64, "height": 64}',
                         help="JSON body of each POST (small images: the backend's time is subtracted anyway)")
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between jobs (light load)")
+    parser.add_argument("--backend", default="preview", choices=["preview", "simulated"],
+                        help="preview: a small CPU picture (~10 ms); simulated: holds the GPU --gpu-seconds per job")
+    parser.add_argument("--gpu-seconds", type=float, default=0.2)
     parser.add_argument("--json", help="write the raw per-job numbers here")
     parser.add_argument("--markdown", help="write the table here")
     args = parser.parse_args()
     stack = Stack(Path(tempfile.mkdtemp(prefix="gaze-orchestration-")), presets=1)
     try:
         stack.start()
-        stack.procs["generator"] = Proc.start("generator", [GAZE, "service", "generator"], stack.env, stack.workdir)
+        env = dict(stack.env, GAZE_BACKEND=args.backend, GAZE_SIMULATED_GPU_SECONDS=str(args.gpu_seconds))
+        stack.procs["generator"] = Proc.start("generator", [GAZE, "service", "generator"], env, stack.workdir)
         stack.wait_for_replicas(1)
         view = JobView(stack.env.get("GAZE_REDIS_URL", "redis://127.0.0.1:6379/0"), stack.env["GAZE_REDIS_PREFIX"])
         rows = measure(args, stack.url, stack.key, view)
@@ -59,7 +63,9 @@ def main():
         stack.stop()
     machine = machine_description()
     lines = [f"Machine: {machine['nproc']} cores ({machine['cpu_model']}), load average at start "
-             f"{machine['loadavg_at_start'][0]:.2f}; {len(rows)} jobs one at a time, body {args.body}", "",
+             f"{machine['loadavg_at_start'][0]:.2f}; {len(rows)} jobs one at a time, body {args.body}, backend "
+             f"{args.backend}" + (f" ({args.gpu_seconds * 1000:.0f} ms per job)" if args.backend == "simulated" else ""),
+             "",
              "| | p50 | p99 | max |", "|---|---|---|---|"]
     for name, label in (("overhead", "**overhead** (POST → `done` recorded, minus backend)"),
                         ("accept_to_created", "POST sent → job row written"),

@@ -40,26 +40,26 @@ class BackendRunner:
     def name(self):
         return self.backend.name
 
-    def run(self, spec, publish_progress, on_started=lambda: None):
+    def run(self, spec, publish_progress, on_started=lambda: True):
         """Wait for the GPU, then generate on an OS thread; calls on_started() once the backend is running
         (the job_started event: published while the GPU already works, not before) and
-        publish_progress(value, max), both from this green thread. Returns (image, backend seconds)."""
+        publish_progress(value, max), both from this green thread; when on_started() answers False, no
+        progress is relayed (the result will be discarded). Returns (image, backend seconds)."""
         reports = collections.deque()   # appends from the OS thread, pops here: deque ops are atomic
         with self.gpu:
-            started = time.monotonic()
             # in a copy of this green thread's context: the backend's log lines carry the job's fields
-            job = eventlet.spawn(tpool.execute, contextvars.copy_context().run, self.backend.generate, spec,
+            job = eventlet.spawn(tpool.execute, contextvars.copy_context().run, _timed, self.backend.generate, spec,
                                  lambda value, maximum: reports.append((value, maximum)))
-            on_started()
-            last_sent, finished, image = None, False, None
+            if on_started() is False:
+                publish_progress = _ignore
+            last_sent, finished, result = None, False, None
             while not finished:
                 # wake at the latest every PROGRESS_INTERVAL to relay progress, at once when the job ends
                 with eventlet.Timeout(PROGRESS_INTERVAL, False):
-                    image = job.wait()
+                    result = job.wait()
                     finished = True
                 last_sent = self._flush(reports, publish_progress, last_sent)
-            seconds = time.monotonic() - started
-        return image, seconds
+        return result
 
     @staticmethod
     def _flush(reports, publish_progress, last_sent):
@@ -70,6 +70,17 @@ class BackendRunner:
             publish_progress(*latest)
             return latest
         return last_sent
+
+
+def _timed(generate, spec, on_progress):
+    """The backend's own time, taken on its thread: waits of the green thread are not in it."""
+    started = time.monotonic()
+    image = generate(spec, on_progress)
+    return image, time.monotonic() - started
+
+
+def _ignore(*args):
+    pass
 
 
 def backend_status(backend, replica: str) -> GeneratorStatus:

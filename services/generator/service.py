@@ -1,6 +1,7 @@
 """The `generator` nameko service: one replica per GPU, one job at a time, sharing one work queue."""
 import logging
 
+import eventlet
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
@@ -14,6 +15,7 @@ from services.generator.backends import BackendError
 from services.generator.runner import Backend, replica_name
 
 log = logging.getLogger(__name__)
+REQUEUE_PAUSE_SECONDS = 2.0
 
 
 class WorkConsumer(Consumer):
@@ -24,8 +26,38 @@ class WorkConsumer(Consumer):
         body = dict(body, redelivered=bool(message.delivery_info.get("redelivered")))
         super().handle_message(body, message)
 
+    def handle_result(self, message, worker_ctx, result=None, exc_info=None):
+        # The handler only raises when it could not talk to the jobs service or the broker (a backend's
+        # failure is the job's failure, never an exception here). The job goes back to the queue
+        # (requeue_on_error) instead of being acked and lost; pausing first keeps a replica from
+        # spinning on it while the jobs service is down. Its next delivery is a redelivery, so the claim
+        # counts it as an attempt.
+        if exc_info is not None:
+            log.warning("job %s: back to the queue in %.0f s: %s: %s", message.payload.get("job_id"),
+                        REQUEUE_PAUSE_SECONDS, exc_info[0].__name__, exc_info[1],
+                        extra={"job_id": message.payload.get("job_id")})
+            eventlet.sleep(REQUEUE_PAUSE_SECONDS)
+        return super().handle_result(message, worker_ctx, result, exc_info)
+
 
 work_consumer = WorkConsumer.decorator
+
+
+class Claim:
+    """A jobs.claim request in flight; its answer is fetched once, when first needed."""
+
+    def __init__(self, reply):
+        self._reply = reply
+        self._result = None
+
+    def result(self) -> events.ClaimResult:
+        if self._result is None:
+            self._result = events.ClaimResult.model_validate(self._reply.result())
+        return self._result
+
+    @property
+    def attempt(self):
+        return self._result.attempt if self._result is not None else None
 
 
 class ReplicaName(DependencyProvider):
@@ -46,50 +78,73 @@ class GeneratorService:
     dispatch = EventDispatcher()
     config = Config()
 
-    @work_consumer(events.WORK_QUEUE)
+    @work_consumer(events.WORK_QUEUE, requeue_on_error=True)
     def generate(self, payload):
         """Claim, generate, store, announce; the work message is acked only after this returns.
 
         A replica runs `generator_prefetch` of these at once: each claims its job right away, then they
         take turns on the GPU (BackendRunner.run), and one job's storing and announcing overlaps the next
-        job's generation."""
+        job's generation.
+
+        A first delivery starts on the GPU without waiting for the claim's answer: the claim request is
+        already sent (so the attempt is counted even if this run dies), and its answer is awaited while
+        the GPU works. The answer is almost always "run"; when it is not (a duplicate of a job taken
+        elsewhere, a job already finished), the result is thrown away unseen: no file, no event. A
+        redelivered job waits for the answer first: its last run died, perhaps of this very job, and the
+        claim is what fails it after GAZE_MAX_ATTEMPTS."""
         order = events.WorkOrder.model_validate(payload)
-        claim = events.ClaimResult.model_validate(
-            self.jobs.claim(order.job_id, self.replica, payload.get("redelivered", False)))
-        if not claim.run:
-            log.info("job %s: skipped (%s)", order.job_id, claim.reason,
-                     extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
+        claim = Claim(self.jobs.claim.call_async(order.job_id, self.replica, payload.get("redelivered", False)))
+        if payload.get("redelivered") and not self._may_run(order, claim):
             return
         try:
-            completed = self._generate(order, claim.attempt)
+            completed = self._generate(order, claim)
         except BackendError as exc:
-            self._fail(order.job_id, str(exc))
+            if self._may_run(order, claim):
+                self._fail(order.job_id, str(exc))
         except Exception as exc:  # a bug must still end the job, with a line in the log to fix it from
-            log.exception("job %s: backend crashed", order.job_id,
-                          extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
-            self._fail(order.job_id, f"internal generator error: {type(exc).__name__}: {exc}")
+            if self._may_run(order, claim):
+                log.exception("job %s: backend crashed", order.job_id,
+                              extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
+                self._fail(order.job_id, f"internal generator error: {type(exc).__name__}: {exc}")
         else:
+            if completed is None:
+                return
             self.dispatch(events.JOB_COMPLETED, completed.model_dump())
             log.info("job %s: done in %.2fs -> %s", order.job_id, completed.generation_seconds,
                      completed.relative_path, extra={"job_id": order.job_id, "replica": self.replica,
                                                      "attempt": claim.attempt,
                                                      "generation_seconds": completed.generation_seconds})
 
-    def _generate(self, order, attempt):
+    def _may_run(self, order, claim) -> bool:
+        """The claim's answer (waits for it); logs a skip."""
+        if not claim.result().run:
+            log.info("job %s: skipped (%s)", order.job_id, claim.result().reason,
+                     extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
+            return False
+        return True
+
+    def _generate(self, order, claim):
+        """The image as a JobCompleted event, or None when the claim said not to run it."""
         spec = order.spec
 
         def started():
-            self.dispatch(events.JOB_STARTED,
-                          events.JobStarted(job_id=order.job_id, replica=self.replica, attempt=attempt).model_dump())
-            log.info("job %s: started on %s (attempt %d)", order.job_id, self.replica, attempt,
-                     extra={"job_id": order.job_id, "replica": self.replica, "attempt": attempt})
+            # the GPU is already working on this job; now is the time to wait for the claim's answer
+            if not self._may_run(order, claim):
+                return False
+            self.dispatch(events.JOB_STARTED, events.JobStarted(
+                job_id=order.job_id, replica=self.replica, attempt=claim.attempt).model_dump())
+            log.info("job %s: started on %s (attempt %d)", order.job_id, self.replica, claim.attempt,
+                     extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
+            return True
 
         def progress(value, maximum):
             self.dispatch(events.JOB_PROGRESS,
                           events.JobProgress(job_id=order.job_id, value=value, max=maximum).model_dump())
 
-        with logs.fields(job_id=order.job_id, replica=self.replica, attempt=attempt):  # the backend's lines too
+        with logs.fields(job_id=order.job_id, replica=self.replica):  # the backend's lines too
             image, seconds = self.backend.run(spec, progress, started)
+        if not self._may_run(order, claim):
+            return None
         relative_path = image_relative_path(spec.preset_slug, order.job_id, order.created_at)
         self.media.save(relative_path, image.png)
         return events.JobCompleted(job_id=order.job_id, replica=self.replica, relative_path=relative_path,

@@ -2,6 +2,7 @@
 and the job events can be followed by an outside subscriber."""
 import dataclasses
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,52 @@ def test_a_jobs_log_lines_are_json_with_its_job_id_as_a_field(container_factory,
     assert mine["queued"]["logger"] == "services.jobs.service"
     assert mine["started"]["msg"] == f"job {job_id}: started on gen-logs (attempt 1)"
     assert mine["done"]["msg"].startswith(f"job {job_id}: done in ")
-    for name in ("started", "rendering", "done"):
+    for name in ("started", "done"):
         assert (mine[name]["replica"], mine[name]["attempt"]) == ("gen-logs", 1), mine[name]
+    # the backend's own lines: the GPU starts before the claim's answer tells the attempt number
+    assert mine["rendering"]["replica"] == "gen-logs"
     assert mine["rendering"]["logger"] == "services.generator.backends.preview"
+
+
+def test_a_duplicate_work_order_runs_speculatively_but_leaves_no_trace(container_factory, settings, jobs, db,
+                                                                          subscribe):
+    """A first delivery starts on the GPU before the claim answers. For a job another replica has taken,
+    the claim says no: the result is thrown away, no file, no event, and the other replica's claim stands."""
+    seen = subscribe(events.JOB_STARTED, events.JOB_PROGRESS, events.JOB_COMPLETED, events.JOB_FAILED)
+    [taken] = jobs.create(make_spec(width=64, height=64), 1)
+    assert jobs.claim(taken, "gen-elsewhere", False)["run"] is True
+    # the jobs service already published this job's order; the duplicate below is the outbox's kind
+    order = events.WorkOrder(job_id=taken, spec=make_spec(width=64, height=64), created_at=1.0)
+    start_generator(container_factory, settings, "gen-dup")
+    from kombu import Connection, Producer
+    with Connection(settings.amqp_uri) as conn:
+        Producer(conn.default_channel).publish(order.model_dump(), exchange=events.WORK_EXCHANGE,
+                                               routing_key=events.WORK_ROUTING_KEY, serializer="json",
+                                               declare=[events.WORK_QUEUE])
+    [marker] = jobs.create(make_spec(width=64, height=64), 1)   # queued behind both copies of `taken`
+    wait_until(lambda: all_finished(db, [marker]), timeout=30, what="the marker job finished")
+    wait_until(lambda: len(seen.of(events.JOB_COMPLETED, marker)) == 1, what="marker completed event")
+
+    row = job_row(db, taken)
+    assert (row["status"], row["attempts"], row["replica"]) == ("pending", 1, "gen-elsewhere")
+    assert files_for_job(settings.media_root, taken) == []
+    assert [kind for kind, payload in seen.collect() if payload.get("job_id") == taken] == []
+
+
+def test_a_job_goes_back_to_the_queue_while_the_jobs_service_is_down(container_factory, settings, db, clean_jobs,
+                                                                       work_queue):
+    """The claim cannot reach the jobs service: the order is requeued (after a pause), never acked and
+    lost; once the jobs service is back the job is claimed as a redelivery and finishes."""
+    jobs_container = container_factory(JobsService, settings.nameko_config())
+    jobs_container.start()
+    with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
+        [job_id] = proxy.create(make_spec(width=64, height=64), 1)
+    jobs_container.stop()
+    start_generator(container_factory, settings, "gen-orphan")
+    time.sleep(3)   # at least one failed claim and requeue
+    assert job_row(db, job_id)["status"] == "pending"
+    container_factory(JobsService, settings.nameko_config()).start()
+    wait_until(lambda: all_finished(db, [job_id]), timeout=30, what="the job finished after all")
+    row = job_row(db, job_id)
+    assert row["status"] == "done" and row["attempts"] == 1
+    assert len(files_for_job(settings.media_root, job_id)) == 1
