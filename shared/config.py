@@ -59,6 +59,12 @@ class Settings:
     rpc_timeout: float = 10.0
     max_body_bytes: int = 64 * 1024
     metrics_token: str = ""                 # "" = /metrics open (keep it off the public network); else a bearer token
+    # gateway rate limits (services/gateway/rate_limit.py): "<n>/<second|minute|hour|day>"; "" or "0" = off
+    rate_limit_submit: str = "60/minute"        # POST /api/v1/generate/<slug>, per API key
+    rate_limit_read: str = ""                   # polls and the presets list, per API key; off: no Redis round trip
+    rate_limit_auth_failures: str = "30/minute" # invalid API keys, per client address
+    rate_limit_login: str = "10/minute"         # web UI login attempts, per client address
+    rate_limit_strategy: str = "fixed-window"   # or moving-window, sliding-window-counter (the `limits` library)
     # validation
     max_dimension: int = 2048
     max_prompt_chars: int = 2000
@@ -67,8 +73,17 @@ class Settings:
     heartbeat: int = 60
     service_workers: int = 10
     db_pool_size: int = 10
+    # how long a request waits for a database connection before giving up (psycopg_pool's PoolTimeout,
+    # which the gateway answers with 503 + Retry-After); below rpc_timeout, so a service's outage is a 503
+    db_timeout: float = 5.0
     # jobs
     dispatch_sweep_seconds: float = 10.0
+    # stuck-job sweep: a job held by a replica (reserved or processing) with no sign of life (claim,
+    # job_started, job_progress) for this long is put back on the work queue, or failed after
+    # max_attempts runs. Must exceed the longest time a job can go without one: with a backend that reports
+    # no progress, GAZE_GENERATOR_PREFETCH x the longest generation (a reserved job waits for the ones ahead).
+    stuck_job_seconds: float = 1800.0
+    stuck_sweep_seconds: float = 60.0       # how often the jobs service looks for stuck jobs
     # presets: how often the presets read model (shared/preset_view.py) is checked against Postgres
     presets_publish_seconds: float = 5.0
     max_attempts: int = 3
@@ -127,13 +142,22 @@ def load(env=None) -> Settings:
         rpc_timeout=_float(env, "GAZE_RPC_TIMEOUT", d.rpc_timeout),
         max_body_bytes=_int(env, "GAZE_MAX_BODY_BYTES", d.max_body_bytes),
         metrics_token=env.get("GAZE_METRICS_TOKEN", d.metrics_token),
+        rate_limit_submit=env.get("GAZE_RATE_LIMIT_SUBMIT", d.rate_limit_submit).strip(),
+        rate_limit_read=env.get("GAZE_RATE_LIMIT_READ", d.rate_limit_read).strip(),
+        rate_limit_auth_failures=env.get("GAZE_RATE_LIMIT_AUTH_FAILURES", d.rate_limit_auth_failures).strip(),
+        rate_limit_login=env.get("GAZE_RATE_LIMIT_LOGIN", d.rate_limit_login).strip(),
+        rate_limit_strategy=env.get("GAZE_RATE_LIMIT_STRATEGY", d.rate_limit_strategy).strip().lower()
+                            or d.rate_limit_strategy,
         max_dimension=_int(env, "GAZE_MAX_DIMENSION", d.max_dimension),
         max_prompt_chars=_int(env, "GAZE_MAX_PROMPT_CHARS", d.max_prompt_chars),
         checkpoints=_list(env, "GAZE_CHECKPOINTS", DEFAULT_CHECKPOINTS),
         heartbeat=_int(env, "GAZE_HEARTBEAT", d.heartbeat),
         service_workers=_int(env, "GAZE_SERVICE_WORKERS", d.service_workers),
         db_pool_size=_int(env, "GAZE_DB_POOL_SIZE", d.db_pool_size),
+        db_timeout=_float(env, "GAZE_DB_TIMEOUT", d.db_timeout),
         dispatch_sweep_seconds=_float(env, "GAZE_DISPATCH_SWEEP_SECONDS", d.dispatch_sweep_seconds),
+        stuck_job_seconds=_float(env, "GAZE_STUCK_JOB_SECONDS", d.stuck_job_seconds),
+        stuck_sweep_seconds=_float(env, "GAZE_STUCK_SWEEP_SECONDS", d.stuck_sweep_seconds),
         presets_publish_seconds=_float(env, "GAZE_PRESETS_PUBLISH_SECONDS", d.presets_publish_seconds),
         max_attempts=_int(env, "GAZE_MAX_ATTEMPTS", d.max_attempts),
         backend=env.get("GAZE_BACKEND", d.backend),
@@ -159,6 +183,8 @@ def _checked(settings: Settings) -> Settings:
     # heartbeats (every second) keep it from ever doing so and the broker drops idle services.
     if 0 < settings.heartbeat < 3:
         raise ValueError("GAZE_HEARTBEAT must be 0 (off) or at least 3 seconds")
+    if settings.stuck_job_seconds <= 0 or settings.stuck_sweep_seconds <= 0:
+        raise ValueError("GAZE_STUCK_JOB_SECONDS and GAZE_STUCK_SWEEP_SECONDS must be positive")
     if settings.generator_prefetch < 1:
         raise ValueError("GAZE_GENERATOR_PREFETCH must be at least 1")
     if settings.media_store not in ("local", "s3"):

@@ -8,7 +8,10 @@ from psycopg_pool import ConnectionPool
 from shared.config import from_nameko
 
 
-def open_pool(database_url: str, max_size: int = 10, min_size: int = 1, name: str = "gaze") -> ConnectionPool:
+def open_pool(database_url: str, max_size: int = 10, min_size: int = 1, name: str = "gaze",
+              timeout: float = 30.0) -> ConnectionPool:
+    """`timeout`: how long `pool.connection()` waits for a connection (e.g. while the database is down:
+    the pool keeps reconnecting in the background) before it raises PoolTimeout."""
     pool = ConnectionPool(
         database_url,
         min_size=min_size,
@@ -16,6 +19,7 @@ def open_pool(database_url: str, max_size: int = 10, min_size: int = 1, name: st
         kwargs={"autocommit": True, "row_factory": dict_row},
         open=False,
         name=name,
+        timeout=timeout,
     )
     pool.open(wait=True, timeout=30)
     return pool
@@ -30,7 +34,7 @@ class Database(DependencyProvider):
         assert_cooperative_psycopg()
         settings = from_nameko(self.container.config)
         self.pool = open_pool(settings.database_url, max_size=settings.db_pool_size,
-                              name=self.container.service_name)
+                              name=self.container.service_name, timeout=settings.db_timeout)
 
     def stop(self):
         self.pool.close()

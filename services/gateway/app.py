@@ -9,6 +9,7 @@ from shared.media import URL_PREFIX, open_media_store
 from services.gateway import errors
 from services.gateway.auth import ApiKeyAuth
 from services.gateway.job_lookup import JobLookup
+from services.gateway.openapi import OpenApiResource
 from services.gateway.health import HealthResource, Readiness, ReadinessResource
 from services.gateway.metrics import GatewayMetrics, MetricsResource
 from services.gateway.media_route import StoreMediaRoute
@@ -19,18 +20,24 @@ from services.gateway.web.render import ASSETS_PREFIX
 from services.gateway.web.session import SessionAuth
 
 
-def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None) -> falcon.App:
+def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None,
+               idempotency=None, limiter=None) -> falcon.App:
     """`rpc` has .call(service, method, *args); `keys` is the ApiKeyStore, `admin` the AdminStore (web
     login and sessions); `probes` (probes.Probes) gives /readyz and /metrics their bounded-time views of
     the broker, the database and the work queue; `view` the job read model (shared.job_view.JobView; None
     = none, every poll asks the jobs service); `preset_view` the presets read model
-    (shared.preset_view.PresetView; None = none, listing and resolving ask the presets service). All are
+    (shared.preset_view.PresetView; None = none, listing and resolving ask the presets service);
+    `idempotency` the Idempotency-Key store (idempotency.IdempotencyStore; None = the header is
+    validated but not honoured). All are
     injected so tests can run the real app against fakes or against the real broker and database.
 
     Build one app per process: its request metrics are per-process (multiprocess files under gunicorn)."""
     metrics = GatewayMetrics(probes, settings, static_prefixes=(URL_PREFIX, ASSETS_PREFIX))
     # metrics first: its process_response runs last, so it counts every request with its final status
-    app = falcon.App(middleware=[metrics.http, ApiKeyAuth(keys), SessionAuth(admin)])
+    # `limiter` (rate_limit.RateLimiter; None = no rate limits): ApiKeyAuth asks it around each key check,
+    # and as the last middleware it limits login attempts
+    limiting = [limiter] if limiter is not None else []
+    app = falcon.App(middleware=[metrics.http, ApiKeyAuth(keys, limiter), SessionAuth(admin), *limiting])
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
     # operations endpoints: no API key, no session (see README "Observability")
@@ -38,8 +45,9 @@ def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None) 
     app.add_route("/readyz", ReadinessResource(Readiness(probes, settings.status_interval_seconds)))
     app.add_route("/metrics", MetricsResource(metrics, settings.metrics_token))
     presets = PresetLookup(rpc, preset_view)
+    app.add_route("/api/v1/openapi.json", OpenApiResource(settings))
     app.add_route("/api/v1/presets", PresetsResource(presets))
-    app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings, presets))
+    app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings, presets, idempotency))
     jobs = JobLookup(rpc, view)
     app.add_route("/api/v1/job/{job_id}", JobResource(jobs))
     media_root = Path(settings.media_root)

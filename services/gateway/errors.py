@@ -9,9 +9,14 @@ import json
 import logging
 
 import falcon
-from nameko.exceptions import RpcTimeout
+import psycopg
+import redis
+from nameko.exceptions import RemoteError, RpcTimeout
 
 from shared.errors import Conflict, InvalidField, NotFound
+from services.gateway.idempotency import KeyReused, StillInProgress
+from services.gateway.rate_limit import RateLimited
+from services.gateway.outages import RETRY_AFTER_SECONDS, outage_message
 from services.gateway.rpc import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,13 +61,33 @@ def _unexpected(req, resp, exc, params):
     raise ApiError(falcon.HTTP_500, "internal error; the gateway log has the details")
 
 
+def _rate_limited(req, resp, exc, params):
+    raise ApiError(falcon.HTTP_429, str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+
+def _outage(req, resp, exc, params):
+    """A dependency outage (database, broker, Redis; here or in a service behind an RPC) is a 503 with
+    Retry-After and no details; anything else of the same type is still an unexpected 500."""
+    message = outage_message(exc)
+    if message is None:
+        return _unexpected(req, resp, exc, params)
+    raise ApiError(falcon.HTTP_503, message, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
 HANDLERS = [
     (Exception, _unexpected),
     (NotFound, _raise(falcon.HTTP_404, str)),
     (InvalidField, _raise(falcon.HTTP_400, str, lambda e: e.field)),
     (Conflict, _raise(falcon.HTTP_409, str, lambda e: e.field)),
     (RpcTimeout, _raise(falcon.HTTP_504, lambda e: "a backend service did not answer in time")),
-    (ServiceUnavailable, _raise(falcon.HTTP_503, lambda e: str(e), headers={"Retry-After": "5"})),
+    (ServiceUnavailable, _raise(falcon.HTTP_503, lambda e: str(e), headers={"Retry-After": RETRY_AFTER_SECONDS})),
+    (psycopg.OperationalError, _outage),   # PoolTimeout included: the gateway's own Postgres (API keys, admin)
+    (redis.exceptions.ConnectionError, _outage),
+    (redis.exceptions.TimeoutError, _outage),
+    (RemoteError, _outage),                # a service's own Postgres outage, named by its exc_type
+    (RateLimited, _rate_limited),   # 429, Retry-After: seconds until the window resets
+    (KeyReused, _raise(falcon.HTTP_422, str, lambda e: "Idempotency-Key")),
+    (StillInProgress, _raise(falcon.HTTP_409, str, lambda e: "Idempotency-Key", headers={"Retry-After": "1"})),
 ]
 
 

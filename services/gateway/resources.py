@@ -5,7 +5,7 @@ import json
 
 import falcon
 
-from services.gateway import generation, validation
+from services.gateway import generation, idempotency, validation
 
 
 def _presets_answer(presets) -> dict:
@@ -32,14 +32,27 @@ class PresetsResource:
 class GenerateResource:
     auth_required = True
 
-    def __init__(self, rpc, settings, presets=None):
+    def __init__(self, rpc, settings, presets=None, idempotency_store=None):
         self.rpc = rpc
         self.settings = settings
         self.presets = presets   # PresetLookup (None: resolve through the presets service)
+        self.idempotency = idempotency_store   # IdempotencyStore (None: the header is validated, not honoured)
 
     def on_post(self, req, resp, slug):
+        key = validation.idempotency_key(req.get_header("Idempotency-Key"))
         body = validation.read_json_object(req, self.settings.max_body_bytes)
-        job_ids = generation.submit(self.rpc, self.settings, slug, body, self.presets)
+
+        def submit():
+            return generation.submit(self.rpc, self.settings, slug, body, self.presets)
+
+        if key is None or self.idempotency is None:
+            job_ids = submit()
+        else:
+            # the API key the auth middleware accepted, from the same places: keys are scoped per API key
+            api_key = req.get_header("X-API-Key") or req.get_param("api_key")
+            job_ids, replayed = self.idempotency.submit(api_key, key, idempotency.fingerprint(slug, body), submit)
+            if replayed:
+                resp.set_header("Idempotent-Replayed", "true")
         resp.status = falcon.HTTP_202
         resp.media = {"jobs": [{"job_id": job_id, "status": "queued"} for job_id in job_ids]}
 

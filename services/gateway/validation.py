@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import falcon
@@ -15,9 +16,18 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs):
+    # {"count": 1, "count": 20}: which one counts is up to the parser; refuse instead of guessing
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key in a JSON object")
+    return dict(pairs)
+
+
 def strict_json_loads(text):
-    """json.loads that refuses NaN and Infinity, which are not JSON although Python accepts them."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """json.loads that refuses NaN and Infinity, which are not JSON although Python accepts them, and
+    objects that repeat a key."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
 
 
 def read_json_object(req, limit: int) -> dict:
@@ -57,6 +67,19 @@ def preset_slug(slug: str) -> str:
     if not SLUG_RE.match(slug):
         raise ApiError(falcon.HTTP_404, f"preset not found: {slug}", "slug")
     return slug
+
+
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x7e]{1,255}")
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header: absent → None; else 1-255 printable ASCII characters, or a 400."""
+    if value is None:
+        return None
+    if not IDEMPOTENCY_KEY_RE.fullmatch(value):
+        raise ApiError(falcon.HTTP_400, "Idempotency-Key: must be 1 to 255 printable ASCII characters",
+                       "Idempotency-Key")
+    return value
 
 
 def job_id(value: str) -> str:

@@ -6,12 +6,15 @@ from shared.preset_view import PresetView
 from services.gateway.admin import AdminStore
 from services.gateway.api_keys import ApiKeyStore
 from services.gateway.app import create_app
+from services.gateway.idempotency import IdempotencyStore
 from services.gateway.probes import Probes
+from services.gateway.rate_limit import RateLimiter
 from services.gateway.rpc import RpcPool
 
 settings = config.load()
 logs.configure("gateway", settings)
-_pool = open_pool(settings.database_url, max_size=settings.gateway_threads, name="gateway")
+_pool = open_pool(settings.database_url, max_size=settings.gateway_threads, name="gateway",
+                  timeout=settings.db_timeout)
 app = create_app(
     settings,
     rpc=RpcPool(settings.amqp_uri, settings.rpc_timeout, size=settings.gateway_threads),
@@ -20,4 +23,6 @@ app = create_app(
     probes=Probes.from_settings(settings, _pool),
     view=JobView(settings.redis_url, settings.redis_prefix),
     preset_view=PresetView(settings.redis_url, settings.redis_prefix),
+    idempotency=IdempotencyStore.from_settings(_pool, settings),
+    limiter=RateLimiter.from_settings(settings),
 )

@@ -143,6 +143,26 @@ class JobsService:
             log.warning("re-dispatching %d job(s) that were never handed to the generators", len(stranded))
             self._dispatch(stranded)
 
+    # --- stuck-job sweep --------------------------------------------------------------------------
+    @configured_timer("stuck_sweep_seconds")
+    def sweep_stuck(self):
+        """Take back jobs whose replica fell silent (see JobRepository.sweep_stuck): a generator that hangs,
+        or vanished without the broker noticing, holds its work message unacked forever. Requeued jobs get
+        their work order published again (their next claim is accepted as a new attempt); those that had
+        GAZE_MAX_ATTEMPTS runs are failed. Both are written to the read model."""
+        settings = from_nameko(self.config)
+        swept = self.store.sweep_stuck(settings.stuck_job_seconds, settings.max_attempts)
+        for row in swept:
+            self._project(row)
+            if row["requeued"]:
+                log.warning("job %s: no sign of life from its generator for %g s: back to the work queue"
+                            " (attempt %d done)", row["id"], settings.stuck_job_seconds, row["attempts"],
+                            extra={"job_id": row["id"]})
+                order = events.WorkOrder(job_id=row["id"], spec=row["spec"], created_at=float(row["created_at"]))
+                self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
+            else:
+                log.warning("job %s: failed: %s", row["id"], row["error"], extra={"job_id": row["id"]})
+
     def _project(self, row):
         """Copy a committed transition into the read model; returns whether there was one."""
         if row is None:

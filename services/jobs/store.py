@@ -105,18 +105,19 @@ class JobRepository:
 
     def claim(self, job_id: str, replica: str, redelivered: bool, max_attempts: int):
         """Reserve the job for `replica` (a new attempt). A job nobody has claimed is taken; a claimed one
-        only when the broker says the message is a redelivery (its runner died). The status does not change
+        only when the broker says the message is a redelivery (its runner died) or when the stuck-job sweep
+        took it back from its replica and published it again (`requeued`). The status does not change
         here: the job turns `processing` when the replica's GPU starts it (`started`). Returns (run,
         attempt, reason, row): row is the job after the claim (VIEW), or None when the claim changed nothing."""
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
-                "SELECT status, attempts FROM jobs.jobs WHERE id = %s FOR UPDATE", (parse_job_id(job_id),)
+                "SELECT status, attempts, requeued FROM jobs.jobs WHERE id = %s FOR UPDATE", (parse_job_id(job_id),)
             ).fetchone()
             if row is None:
                 return False, 0, "unknown job", None
             if row["status"] in ("done", "failed"):
                 return False, row["attempts"], f"already {row['status']}", None
-            if row["attempts"] > 0 and not redelivered:
+            if row["attempts"] > 0 and not redelivered and not row["requeued"]:
                 return False, row["attempts"], "already taken by another replica", None
             if row["attempts"] >= max_attempts:
                 failed = conn.execute(
@@ -126,7 +127,7 @@ class JobRepository:
                 ).fetchone()
                 return False, row["attempts"], "too many attempts", failed
             claimed = conn.execute(
-                "UPDATE jobs.jobs SET attempts = attempts + 1, replica = %s,"
+                "UPDATE jobs.jobs SET attempts = attempts + 1, replica = %s, requeued = false, last_seen_at = now(),"
                 f" progress_value = NULL, progress_max = NULL WHERE id = %s RETURNING {VIEW}",
                 (replica, job_id),
             ).fetchone()
@@ -139,7 +140,7 @@ class JobRepository:
         with self.pool.connection() as conn:
             return conn.execute(
                 "UPDATE jobs.jobs SET status = 'processing', replica = %(replica)s, started_at = now(),"
-                " started_attempt = %(attempt)s"
+                " last_seen_at = now(), started_attempt = %(attempt)s"
                 " WHERE id = %(id)s AND status IN ('pending', 'processing') AND attempts <= %(attempt)s"
                 f" AND coalesce(started_attempt, 0) < %(attempt)s RETURNING {VIEW}",
                 {"replica": replica, "attempt": attempt, "id": parse_job_id(job_id)},
@@ -148,7 +149,7 @@ class JobRepository:
     def progress(self, job_id, value, maximum):
         with self.pool.connection() as conn:
             return conn.execute(
-                "UPDATE jobs.jobs SET progress_value = %s, progress_max = %s"
+                "UPDATE jobs.jobs SET progress_value = %s, progress_max = %s, last_seen_at = now()"
                 f" WHERE id = %s AND status = 'processing' AND coalesce(progress_value, -1) <= %s RETURNING {VIEW}",
                 (value, maximum, parse_job_id(job_id), value),
             ).fetchone()
@@ -200,6 +201,39 @@ class JobRepository:
                 f" SELECT {VIEW_COLUMNS} FROM finished",
                 {**params, "outcome": outcome, "buckets": [float(le) for le in DURATION_BUCKETS]},
             ).fetchone()
+
+    def sweep_stuck(self, stuck_seconds: float, max_attempts: int, limit: int = 200) -> list[dict]:
+        """Take back the jobs held by a replica (reserved, or processing) that showed no sign of life
+        (claim, job_started, job_progress: `last_seen_at`) for `stuck_seconds`, in one transaction.
+        One with fewer than `max_attempts` runs is marked `requeued`, its replica cleared and its status
+        kept (states never move backwards; the next claim counts the new attempt): the caller publishes
+        its work order again. One that had its `max_attempts` runs is failed with a readable error.
+        A job already requeued whose order is still waiting is requeued again only after another
+        `stuck_seconds` (its order may have been lost between this commit and the publish; a duplicate
+        order is harmless, its claim answers "already taken").
+        Returns the changed jobs (VIEW plus `requeued`), oldest sign of life first. SKIP LOCKED: several
+        jobs service instances sweep without waiting for each other or taking a job twice."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "WITH stuck AS (SELECT id FROM jobs.jobs"
+                "   WHERE status IN ('pending', 'processing') AND attempts > 0"
+                "   AND last_seen_at < now() - make_interval(secs => %(stuck)s)"
+                "   ORDER BY last_seen_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+                " UPDATE jobs.jobs SET"
+                "   requeued = attempts < %(max)s,"
+                "   replica = CASE WHEN attempts < %(max)s THEN NULL ELSE replica END,"
+                "   status = CASE WHEN attempts < %(max)s THEN status ELSE 'failed' END,"
+                "   finished_at = CASE WHEN attempts < %(max)s THEN NULL ELSE now() END,"
+                "   error = CASE WHEN attempts < %(max)s THEN NULL ELSE"
+                "     'gave up after ' || attempts || ' attempts: the generator running this job (replica '"
+                "     || coalesce(replica, 'unknown') || ') showed no sign of life for '"
+                "     || round(extract(epoch FROM now() - last_seen_at)) || ' s (limit: '"
+                "     || %(stuck_text)s || ' s, GAZE_STUCK_JOB_SECONDS)' END,"
+                "   last_seen_at = now()"
+                " WHERE id IN (SELECT id FROM stuck)"
+                f" RETURNING {VIEW}, requeued",
+                {"stuck": stuck_seconds, "stuck_text": f"{stuck_seconds:g}", "max": max_attempts, "limit": limit},
+            ).fetchall()
 
     def record_replica(self, status) -> None:
         with self.pool.connection() as conn:

@@ -20,6 +20,8 @@ from tests.conftest import create_database, create_vhost, delete_vhost, drop_dat
 GAZE = str(Path(sys.executable).parent / "gaze")
 STARTUP_SECONDS = 90
 ADMIN_PASSWORD = "e2e-admin-password"
+NO_RATE_LIMITS = {"GAZE_RATE_LIMIT_SUBMIT": "", "GAZE_RATE_LIMIT_READ": "", "GAZE_RATE_LIMIT_AUTH_FAILURES": "",
+                  "GAZE_RATE_LIMIT_LOGIN": ""}
 
 
 @dataclass
@@ -79,7 +81,10 @@ def running_stack(workdir: Path, generators: int = 2, **extra_env):
     env = dict(os.environ,
                GAZE_DATABASE_URL=db_url, GAZE_AMQP_URI=amqp_uri, GAZE_BIND=f"127.0.0.1:{port}",
                GAZE_PUBLIC_URL=url, GAZE_ADMIN_PASSWORD=ADMIN_PASSWORD, GAZE_MEDIA_ROOT=str(workdir / "media"),
-               GAZE_RUN_DIR=str(workdir / "run"), GAZE_REDIS_PREFIX=db_name, **extra_env)
+               GAZE_RUN_DIR=str(workdir / "run"), GAZE_REDIS_PREFIX=db_name,
+               # rate limits off unless a test sets them (tests/e2e/test_rate_limit.py): one key drives
+               # every test of a session's stack, far past the default budgets (the fuzzer most of all)
+               **{**NO_RATE_LIMITS, **extra_env})
     log = workdir / "stack.log"
     # append mode: supervisord writes its own lines through this descriptor and its children's through
     # /dev/stdout opened again; without O_APPEND its writes land at a stale offset, over the children's

@@ -321,3 +321,145 @@ def test_sweep_publishes_a_job_that_was_written_but_never_dispatched(
     assert message.payload["job_id"] == second_id
     wait_until(lambda: job_row(db, second_id)["dispatched_at"] is not None, what="second dispatched_at set")
     assert work_queue.drain() == []
+
+
+# --- stuck-job sweep ---------------------------------------------------------------------------------
+
+STUCK_SECONDS = 60
+
+
+@pytest.fixture
+def sweeping_jobs(container_factory, settings, clean_jobs, work_queue):
+    """A jobs service whose stuck-job sweep runs every 0.2 s with a 60 s limit, and an RPC proxy to it."""
+    import dataclasses
+
+    swept_settings = dataclasses.replace(settings, stuck_sweep_seconds=0.2, stuck_job_seconds=STUCK_SECONDS)
+    container_factory(JobsService, swept_settings.nameko_config(max_workers=1)).start()
+    with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
+        yield proxy
+
+
+def _silent_for(db, job_id, seconds):
+    """As if the replica holding the job had not been heard from for `seconds`."""
+    db.execute("UPDATE jobs.jobs SET last_seen_at = now() - make_interval(secs => %s) WHERE id = %s",
+               (seconds, job_id))
+
+
+def _read_model(settings, job_id):
+    from shared.job_view import JobView
+
+    view = JobView(settings.redis_url, settings.redis_prefix)
+    try:
+        return view.get(job_id)
+    finally:
+        view.close()
+
+
+def test_claim_started_and_progress_are_signs_of_life(jobs, db, dispatch):
+    [job_id] = jobs.create(make_spec(), 1)
+    jobs.claim(job_id, "replica-a", False)
+    claimed = job_row(db, job_id)["last_seen_at"]
+    assert claimed is not None
+
+    _silent_for(db, job_id, 100)
+    dispatch(events.JOB_STARTED, started(job_id, replica="replica-a"))
+    wait_until(status_is(jobs, job_id, "processing"), what="processing")
+    assert job_row(db, job_id)["last_seen_at"] >= claimed
+
+    _silent_for(db, job_id, 100)
+    dispatch(events.JOB_PROGRESS, events.JobProgress(job_id=job_id, value=1, max=3))
+    wait_until(lambda: job_row(db, job_id)["last_seen_at"] >= claimed, what="progress bumped last_seen_at")
+
+
+def test_sweep_requeues_a_silent_processing_job_which_is_then_claimable(sweeping_jobs, db, dispatch, work_queue,
+                                                                        settings):
+    jobs = sweeping_jobs
+    stuck_id, fresh_id, reserved_fresh_id, unclaimed_id = jobs.create(make_spec(seed=5), 4)
+    assert len(work_queue.take(4)) == 4
+    for job_id in (stuck_id, fresh_id):
+        assert jobs.claim(job_id, "replica-a", False)["run"] is True
+        dispatch(events.JOB_STARTED, started(job_id, replica="replica-a"))
+        wait_until(status_is(jobs, job_id, "processing"), what="processing")
+    assert jobs.claim(reserved_fresh_id, "replica-a", False)["run"] is True
+    dispatch(events.JOB_PROGRESS, events.JobProgress(job_id=stuck_id, value=2, max=10))
+    wait_until(lambda: jobs.get(stuck_id)["progress"] == {"value": 2, "max": 10}, what="progress")
+    # fresh_id: alive, but slow (50 s of the 60 allowed without a sign of life)
+    _silent_for(db, fresh_id, STUCK_SECONDS - 10)
+    _silent_for(db, stuck_id, STUCK_SECONDS + 1)
+
+    [message] = work_queue.take(1, timeout=10)
+    order = events.WorkOrder.model_validate(message.payload)
+    assert order.job_id == stuck_id
+    assert order.spec.seed == 5 and order.spec.preset_slug == "example_01"
+    row = job_row(db, stuck_id)
+    # states never move backwards: still processing, attempt 1 counted, but nobody holds it any more
+    assert (row["status"], row["attempts"], row["replica"], row["requeued"]) == ("processing", 1, None, True)
+    assert row["error"] is None and row["finished_at"] is None
+
+    # the republished order arrives as a first delivery (redelivered=False) and is accepted as attempt 2
+    assert jobs.claim(stuck_id, "replica-b", False) == {"run": True, "attempt": 2, "reason": None}
+    row = job_row(db, stuck_id)
+    assert (row["replica"], row["requeued"]) == ("replica-b", False)
+    # ...exactly once: a second copy of the order is a duplicate
+    assert jobs.claim(stuck_id, "replica-c", False)["run"] is False
+    doc = wait_until(lambda: (d := _read_model(settings, stuck_id)) and d["attempts"] == 2 and d, what="read model")
+    assert (doc["status"], doc["replica"]) == ("processing", "replica-b")
+
+    # a late event of the first run changes nothing; the new run finishes the job
+    dispatch(events.JOB_STARTED, started(stuck_id, replica="replica-a", attempt=1))
+    dispatch(events.JOB_STARTED, started(stuck_id, replica="replica-b", attempt=2))
+    wait_until(lambda: job_row(db, stuck_id)["started_attempt"] == 2, what="attempt 2 started")
+    assert job_row(db, stuck_id)["replica"] == "replica-b"
+    dispatch(events.JOB_COMPLETED, completed(stuck_id, replica="replica-b"))
+    wait_until(status_is(jobs, stuck_id, "done"), what="done")
+
+    # nothing else was touched: a slow-but-alive job, a freshly reserved one, one nobody claimed yet
+    eventlet_sleep(0.6)   # a few more sweeps
+    assert work_queue.drain() == []
+    fresh = job_row(db, fresh_id)
+    assert (fresh["status"], fresh["replica"], fresh["requeued"], fresh["attempts"]) == ("processing", "replica-a",
+                                                                                       False, 1)
+    reserved = job_row(db, reserved_fresh_id)
+    assert (reserved["status"], reserved["replica"], reserved["requeued"]) == ("pending", "replica-a", False)
+    assert job_row(db, unclaimed_id)["attempts"] == 0
+
+
+def test_sweep_fails_a_silent_job_that_had_its_max_attempts(sweeping_jobs, db, dispatch, work_queue, settings):
+    jobs = sweeping_jobs
+    assert settings.max_attempts == 3
+    job_id, reserved_id = jobs.create(make_spec(), 2)
+    work_queue.take(2)
+    for attempt, redelivered in ((1, False), (2, True), (3, True)):
+        assert jobs.claim(job_id, "replica-a", redelivered)["attempt"] == attempt
+    dispatch(events.JOB_STARTED, started(job_id, replica="replica-a", attempt=3))
+    wait_until(status_is(jobs, job_id, "processing"), what="processing")
+    # a job reserved (claimed, never started) by a replica that fell silent is swept too
+    for attempt, redelivered in ((1, False), (2, True), (3, True)):
+        assert jobs.claim(reserved_id, "replica-b", redelivered)["attempt"] == attempt
+    _silent_for(db, job_id, STUCK_SECONDS * 10)
+    _silent_for(db, reserved_id, STUCK_SECONDS + 1)
+
+    job = wait_until(status_is(jobs, job_id, "failed"), what="failed")
+    assert job["error"].startswith("gave up after 3 attempts: the generator running this job (replica replica-a)"
+                                   " showed no sign of life for 600 s"), job["error"]
+    assert "GAZE_STUCK_JOB_SECONDS" in job["error"]
+    assert job["finished_at"] is not None and job["result"] is None
+    reserved = wait_until(status_is(jobs, reserved_id, "failed"), what="reserved job failed")
+    assert "replica replica-b" in reserved["error"]
+    assert work_queue.drain() == [], "a failed job is not published again"
+    doc = wait_until(lambda: (d := _read_model(settings, job_id)) and d["status"] == "failed" and d,
+                     what="failed in the read model")
+    assert doc["error"] == job["error"]
+
+    # and it stays failed: a late completion or a redelivery does not resurrect it
+    assert jobs.claim(job_id, "replica-a", True)["run"] is False
+    dispatch(events.JOB_COMPLETED, completed(job_id, replica="replica-a"))
+    dispatch(events.JOB_COMPLETED, completed(reserved_id, replica="replica-b"))
+    eventlet_sleep(0.5)
+    assert jobs.get(job_id)["status"] == "failed"
+
+
+def eventlet_sleep(seconds):
+    import time
+
+    time.sleep(seconds)   # patched by eventlet: lets the containers in this process run

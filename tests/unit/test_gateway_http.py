@@ -212,6 +212,7 @@ BAD_RAW = [
     ("-Infinity", b'{"seed": -Infinity}'),
     ("bare-NaN", b"NaN"),
     ("invalid-utf8", b'{"extra_positive": "\xff\xfe"}'),
+    ("duplicate-key", b'{"count": 1, "count": 20}'),
 ]
 
 
