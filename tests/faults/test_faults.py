@@ -1,0 +1,249 @@
+"""Issue 6: fault injection against the real stack (`gaze up --generators 2` under supervisord, real
+RabbitMQ, PostgreSQL, Redis and service processes).
+
+Every scenario runs with GAZE_BACKEND=simulated, GAZE_SIMULATED_GPU_SECONDS=0.2, GAZE_STUCK_JOB_SECONDS=20,
+GAZE_STUCK_SWEEP_SECONDS=2, GAZE_HEARTBEAT=5, GAZE_DISPATCH_SWEEP_SECONDS=5 (tests/faults/conftest.py
+FAULT_ENV); 40 jobs of 64x64 are posted, 2 per request every 0.5 s, across the fault. After healing,
+`check_invariants` asserts: every job done or failed within 150 s; every job accepted (202) is recorded, and
+no other row exists (scenarios 2 and 3: a row the client was answered 5xx for is the known race in
+UNACKNOWLEDGED_JOBS, an xfail when a run hits it); every done job has exactly one image file, the one its result names; a job announced
+done twice only where the jobs service ignored the second announcement; attempts <= GAZE_MAX_ATTEMPTS.
+Figures per scenario go to stdout and <pytest basetemp>/fault_results.json (README, "Reliability").
+
+Scenarios 3 and 4 stop the machine's shared RabbitMQ / restart its PostgreSQL: run this suite alone
+(`pytest -m faults tests/faults`), never beside another test run."""
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import running_stack
+from tests.faults.conftest import (
+    FAULT_ENV,
+    Figures,
+    Submitter,
+    check_invariants,
+    generator_pids,
+    heal_postgres,
+    heal_rabbitmq,
+    job_rows,
+    n_done,
+    pg_ctlcluster,
+    pg_ready,
+    rabbitmqctl,
+    service_pid,
+    some_processing,
+    supervisor_pid,
+    wait_for,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(420)]
+
+GAZE = str(Path(sys.executable).parent / "gaze")
+
+
+@contextlib.contextmanager
+def fault_stack(tmp_path, generators=2):
+    with running_stack(tmp_path, generators=generators, **FAULT_ENV) as stack:
+        yield stack
+
+
+def record(fault_results, figures):
+    fault_results[figures.scenario] = asdict(figures)
+
+
+UNACKNOWLEDGED_JOBS = (
+    "known bug, not fixed (a race: seen in 1 of 4 runs of scenario 3): jobs exist that the client was told "
+    "(503) were not created. A POST in flight when the broker went away: jobs.create committed its rows and "
+    "failed publishing, and nameko's RPC request, never acked, was most likely delivered again after the "
+    "restart and created the jobs a second time (jobs.create is not idempotent); the gateway answered 503. "
+    "All of them still ran once and ended with one file each (checked). Needs a request id passed from the "
+    "gateway that jobs.create deduplicates on")
+
+
+def xfail_if_unacknowledged(figures):
+    """Called after every other invariant held: rows the client never got a 202 for are the known bug
+    above, reported as an xfail when this run hit the race (not strict: most runs do not)."""
+    if figures.unacknowledged:
+        pytest.xfail(f"{figures.unacknowledged} unacknowledged job(s): {UNACKNOWLEDGED_JOBS}")
+
+
+def test_kill_9_a_generator_mid_job(tmp_path, fault_results):
+    """1. SIGKILL the generator replica running a job. Its unacked jobs (the running one and the one it
+    had claimed) go back to the queue; the other replica, and the replacement supervisord starts, take
+    them as a new attempt (redelivery). Limits: see the module docstring."""
+    with fault_stack(tmp_path) as stack:
+        figures = Figures("kill -9 generator", "SIGKILL the replica running a job; supervisord restarts it")
+        submitter = Submitter(stack).start()
+        busy = some_processing(wait_until(stack, some_processing, 30, "a job in processing"))
+        replica = job_rows(stack)[busy[0]]["replica"]
+        pids = generator_pids(supervisor_pid(tmp_path))
+        os.kill(pids[replica], signal.SIGKILL)
+        healed_at = time.monotonic()
+        # supervisord starts a replacement under the same replica name
+        wait_for(lambda: generator_pids(supervisor_pid(tmp_path)).get(replica) not in (None, pids[replica]),
+                 30, "supervisord to restart the killed generator")
+        submitter.join()
+        check_invariants(stack, submitter, figures, healed_at)
+        record(fault_results, figures)
+        assert figures.done == figures.accepted
+        assert figures.retried >= 1          # the killed job ran again
+
+
+def test_kill_9_the_jobs_service_while_jobs_complete(tmp_path, fault_results):
+    """2. SIGKILL the jobs service while generators complete jobs; supervisord restarts it (autorestart).
+    Events and claims wait in their durable queues meanwhile; submissions in the gap are refused (503).
+    Limits: see the module docstring."""
+    with fault_stack(tmp_path) as stack:
+        figures = Figures("kill -9 jobs service", "SIGKILL `gaze service jobs` while jobs complete; supervisord restarts it")
+        submitter = Submitter(stack).start()
+        wait_until(stack, n_done(6), 30, "jobs completing")
+        pid = service_pid(tmp_path, "jobs")
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: service_pid(tmp_path, "jobs") not in (None, pid), 30, "supervisord to restart jobs")
+        healed_at = time.monotonic()
+        submitter.join()
+        check_invariants(stack, submitter, figures, healed_at, strict_rows=False)
+        record(fault_results, figures)
+        assert figures.done == figures.rows
+        xfail_if_unacknowledged(figures)
+
+
+def test_rabbitmq_stop_app_and_start_app_mid_run(tmp_path, fault_results):
+    """3. `rabbitmqctl stop_app` mid-run, 5 s down, `start_app`: every service reconnects by itself (no
+    process is restarted by the test). Healed in `finally:` whatever happens. Limits: see the module
+    docstring."""
+    with fault_stack(tmp_path) as stack:
+        figures = Figures("RabbitMQ stop_app 5 s", "`rabbitmqctl stop_app`, 5 s, `start_app` mid-run")
+        submitter = Submitter(stack).start()
+        try:
+            wait_until(stack, n_done(6), 30, "jobs completing")
+            before = {name: service_pid(tmp_path, name) for name in ("jobs", "presets")}
+            generators_before = generator_pids(supervisor_pid(tmp_path))
+            rabbitmqctl("stop_app")
+            time.sleep(5)
+        finally:
+            heal_rabbitmq()
+        healed_at = time.monotonic()
+        submitter.join()
+        # rows == accepted: see xfail_if_unacknowledged below
+        check_invariants(stack, submitter, figures, healed_at, strict_rows=False)
+        record(fault_results, figures)
+        # they reconnected: the same processes, nobody restarted
+        assert {name: service_pid(tmp_path, name) for name in ("jobs", "presets")} == before
+        assert generator_pids(supervisor_pid(tmp_path)) == generators_before
+        assert figures.done == figures.rows
+        xfail_if_unacknowledged(figures)
+
+
+def test_a_post_during_a_broker_outage_is_answered_truthfully(tmp_path):
+    """3b. A POST /generate sent while RabbitMQ is stopped, the broker started 2 s later: either the jobs
+    were created (202) or they were not (503) - never a 503 for jobs that exist and run."""
+    with fault_stack(tmp_path) as stack:
+        answer = {}
+
+        def post():
+            try:
+                answer["response"] = stack.post("/api/v1/generate/example_01",
+                                                json={"count": 2, "width": 64, "height": 64})
+            except Exception as exc:  # noqa: BLE001 - reported below
+                answer["error"] = exc
+
+        try:
+            rabbitmqctl("stop_app")
+            thread = threading.Thread(target=post, daemon=True)
+            thread.start()
+            time.sleep(2)
+        finally:
+            heal_rabbitmq()
+        thread.join(60)
+        response = answer.get("response")
+        time.sleep(15)              # the jobs service reconnects (backoff) and handles what was queued
+        rows = job_rows(stack)
+        print(f"\n[faults] POST during outage: {response.status_code if response is not None else answer}, "
+              f"rows created: {len(rows)}")
+        if response is not None and response.status_code == 202:
+            assert len(rows) == 2
+        else:
+            assert rows == {}, f"answered {response.status_code if response is not None else answer} but created {len(rows)} jobs"
+
+
+def test_postgresql_restart_mid_run(tmp_path, fault_results):
+    """4. `pg_ctlcluster <version> main restart` mid-run: the services' pools reconnect by themselves.
+    Healed in `finally:` (PostgreSQL started again if it is not up). Limits: see the module docstring."""
+    with fault_stack(tmp_path) as stack:
+        figures = Figures("PostgreSQL restart", "`pg_ctlcluster ... main restart` mid-run")
+        submitter = Submitter(stack).start()
+        try:
+            wait_until(stack, n_done(6), 30, "jobs completing")
+            before = {name: service_pid(tmp_path, name) for name in ("jobs", "presets")}
+            result = pg_ctlcluster("restart")
+            assert result.returncode == 0, result.stderr
+        finally:
+            heal_postgres()
+        assert pg_ready()
+        healed_at = time.monotonic()
+        submitter.join()
+        check_invariants(stack, submitter, figures, healed_at)
+        record(fault_results, figures)
+        assert {name: service_pid(tmp_path, name) for name in ("jobs", "presets")} == before
+        assert figures.done == figures.accepted
+
+
+def start_generator(stack, workdir, name):
+    log = workdir / f"{name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([GAZE, "service", "generator"], env=dict(stack.env, GAZE_REPLICA_NAME=name),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def stop(proc, timeout=60):
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_replicas_leave_and_join_while_jobs_flow(tmp_path, fault_results):
+    """5. Replicas come and go: SIGTERM one supervised generator (it finishes its job and leaves), start
+    a new one (`gaze service generator`, as a GPU node runs it), later start a third and SIGTERM that
+    first newcomer too. No job is lost or run twice. Limits: see the module docstring."""
+    with fault_stack(tmp_path) as stack:
+        figures = Figures("replicas leave and join",
+                          "SIGTERM a generator, start a new one, start another, SIGTERM the first newcomer")
+        extra = []
+        submitter = Submitter(stack).start()
+        try:
+            wait_until(stack, some_processing, 30, "a job in processing")
+            pids = generator_pids(supervisor_pid(tmp_path))
+            leaving = min(pids)
+            os.kill(pids[leaving], signal.SIGTERM)
+            extra.append(start_generator(stack, tmp_path, "faults-joiner-1"))
+            wait_until(stack, n_done(12), 60, "more jobs done")
+            extra.append(start_generator(stack, tmp_path, "faults-joiner-2"))
+            wait_until(stack, lambda rows: any(r["replica"] == "faults-joiner-1" for r in rows.values()), 60,
+                       "the first newcomer to take a job")
+            stop(extra[0][0])
+            healed_at = time.monotonic()
+            submitter.join()
+            check_invariants(stack, submitter, figures, healed_at, extra_logs=[log for _, log in extra])
+        finally:
+            for proc, _ in extra:
+                stop(proc)
+        record(fault_results, figures)
+        assert figures.done == figures.accepted
