@@ -2,17 +2,20 @@
 validation, same preset resolution, same job creation; they differ only in how the body arrives."""
 from __future__ import annotations
 
+import uuid
+
 from services.gateway import validation
 
 
-def submit(rpc, settings, slug: str, body: dict, presets=None) -> list[str]:
+def submit(rpc, settings, slug: str, body: dict, presets=None, request_id=None) -> list[str]:
     """Validate `body` (the guide's fields), resolve the preset and queue the jobs; returns job ids.
     `presets` (a PresetLookup) resolves from the presets read model where it can; without it, or where
-    it cannot, the presets service resolves."""
+    it cannot, the presets service resolves. `request_id` (a UUID) lets the jobs service tell a repeated
+    delivery of this request from a new one; a fresh one is made when none is given."""
     slug = validation.preset_slug(slug)
     request = validation.generate_request(body, settings)
     if presets is not None:
         spec = presets.resolve(slug, request.overrides())
     else:
         spec = rpc.call("presets", "resolve", slug, request.overrides())
-    return rpc.call("jobs", "create", spec, request.count)
+    return rpc.call("jobs", "create", spec, request.count, str(request_id or uuid.uuid4()))

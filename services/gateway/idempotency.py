@@ -46,6 +46,11 @@ def api_key_hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+def request_id(api_key: str, idempotency_key: str, request_fingerprint: str) -> uuid.UUID:
+    """The jobs.create request id of a keyed request: the same for every retry of it."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"gaze:{api_key_hash(api_key)}:{idempotency_key}:{request_fingerprint}")
+
+
 def fingerprint(slug: str, body: dict) -> str:
     """SHA-256 of the slug and the body as canonical JSON (sorted keys, no spaces), so the same
     request written with other spacing or key order is still the same request."""

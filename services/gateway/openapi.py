@@ -7,7 +7,6 @@ what the server enforces. tests/e2e/test_openapi_fuzz.py runs schemathesis again
 """
 from __future__ import annotations
 
-import falcon
 
 from shared.schemas import CHECKPOINT_RE, MAX_COUNT, MAX_SEED, SLUG_RE
 

@@ -42,15 +42,20 @@ class GenerateResource:
         key = validation.idempotency_key(req.get_header("Idempotency-Key"))
         body = validation.read_json_object(req, self.settings.max_body_bytes)
 
-        def submit():
-            return generation.submit(self.rpc, self.settings, slug, body, self.presets)
-
         if key is None or self.idempotency is None:
-            job_ids = submit()
+            job_ids = generation.submit(self.rpc, self.settings, slug, body, self.presets)
         else:
             # the API key the auth middleware accepted, from the same places: keys are scoped per API key
             api_key = req.get_header("X-API-Key") or req.get_param("api_key")
-            job_ids, replayed = self.idempotency.submit(api_key, key, idempotency.fingerprint(slug, body), submit)
+            request_fingerprint = idempotency.fingerprint(slug, body)
+            # the same key and body always make the same create request id, so a retry after a 503 whose
+            # jobs were created after all gets those jobs back from the jobs service, not new ones
+            request_id = idempotency.request_id(api_key, key, request_fingerprint)
+
+            def submit():
+                return generation.submit(self.rpc, self.settings, slug, body, self.presets, request_id)
+
+            job_ids, replayed = self.idempotency.submit(api_key, key, request_fingerprint, submit)
             if replayed:
                 resp.set_header("Idempotent-Replayed", "true")
         resp.status = falcon.HTTP_202

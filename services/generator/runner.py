@@ -53,8 +53,12 @@ class BackendRunner:
             job = eventlet.spawn(tpool.execute, contextvars.copy_context().run, _timed, self.backend.generate, spec,
                                  lambda value, maximum: reports.append((value, maximum)))
             eventlet.sleep(0)   # hand the job to the OS thread now, not after on_started's round trips
-            if on_started() is False:
-                publish_progress = _ignore
+            failure = None
+            try:
+                if on_started() is False:
+                    publish_progress = _ignore
+            except Exception as exc:   # e.g. no claim answer: still wait for the GPU to be free again
+                failure, publish_progress = exc, _ignore
             last_sent, finished, result = None, False, None
             while not finished:
                 # wake at the latest every PROGRESS_INTERVAL to relay progress, at once when the job ends
@@ -62,6 +66,8 @@ class BackendRunner:
                     result = job.wait()
                     finished = True
                 last_sent = self._flush(reports, publish_progress, last_sent)
+        if failure is not None:
+            raise failure
         # Let the job waiting for the GPU start its backend now, before this one stores its PNG and
         # publishes its event (which do not need the GPU): otherwise the GPU idles for those milliseconds.
         eventlet.sleep(0)

@@ -43,16 +43,34 @@ class WorkConsumer(Consumer):
 work_consumer = WorkConsumer.decorator
 
 
-class Claim:
-    """A jobs.claim request in flight; its answer is fetched once, when first needed."""
+class ClaimUnanswered(Exception):
+    """jobs.claim got no answer in time (its reply lost with the broker, or the jobs service down)."""
 
-    def __init__(self, reply):
+
+class Claim:
+    """A jobs.claim request in flight; its answer is fetched once, when first needed, and waited for at
+    most `timeout` seconds: nameko's RPC proxy itself would wait forever for a lost reply, with this
+    replica's GPU held."""
+
+    def __init__(self, reply, timeout: float):
         self._reply = reply
+        self._timeout = timeout
         self._result = None
+        self._failure = None
 
     def result(self) -> events.ClaimResult:
+        if self._failure is not None:
+            raise self._failure
         if self._result is None:
-            self._result = events.ClaimResult.model_validate(self._reply.result())
+            try:
+                with eventlet.Timeout(self._timeout):
+                    self._result = events.ClaimResult.model_validate(self._reply.result())
+            except eventlet.Timeout:
+                self._failure = ClaimUnanswered(f"no answer from jobs.claim within {self._timeout:.0f} s")
+                raise self._failure from None
+            except Exception as exc:
+                self._failure = exc
+                raise
         return self._result
 
     @property
@@ -93,11 +111,14 @@ class GeneratorService:
         redelivered job waits for the answer first: its last run died, perhaps of this very job, and the
         claim is what fails it after GAZE_MAX_ATTEMPTS."""
         order = events.WorkOrder.model_validate(payload)
-        claim = Claim(self.jobs.claim.call_async(order.job_id, self.replica, payload.get("redelivered", False)))
+        claim = Claim(self.jobs.claim.call_async(order.job_id, self.replica, payload.get("redelivered", False)),
+                      timeout=from_nameko(self.config).rpc_timeout)
         if payload.get("redelivered") and not self._may_run(order, claim):
             return
         try:
             completed = self._generate(order, claim)
+        except ClaimUnanswered:
+            raise   # back to the queue (WorkConsumer.handle_result): the claim decides, not us
         except BackendError as exc:
             if self._may_run(order, claim):
                 self._fail(order.job_id, str(exc))

@@ -7,6 +7,7 @@ from nameko.dependency_providers import Config
 from nameko.events import event_handler
 from nameko.messaging import Publisher
 from nameko.rpc import rpc
+from pydantic import ValidationError
 
 from shared import events
 from shared.config import from_nameko
@@ -26,6 +27,22 @@ def new_seed() -> int:
     return secrets.randbits(SEED_BITS)
 
 
+def job_event(event_type):
+    """An event handler whose message goes back to its queue when handling fails (the database is
+    restarting, say) instead of being acknowledged and lost: a lost job_completed would leave the job to
+    the stuck-job sweep. Applying an event twice is harmless (conditional, forward-only updates). A
+    payload that does not validate would fail forever, so `_parse` logs and drops it instead."""
+    return event_handler(events.EVENT_SOURCE, event_type, requeue_on_error=True)
+
+
+def _parse(model, payload):
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        log.error("dropped a malformed %s event: %s", model.__name__, exc)
+        return None
+
+
 class JobsService:
     name = "jobs"
 
@@ -36,8 +53,10 @@ class JobsService:
 
     # --- RPC ------------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
-    def create(self, spec, count):
-        """Write `count` pending jobs in one transaction, then hand each to the work queue."""
+    def create(self, spec, count, request_id=None):
+        """Write `count` pending jobs in one transaction, then hand each to the work queue. A `request_id`
+        (a UUID from the gateway) makes a repeated delivery of the same request answer with the jobs the
+        first one created, instead of creating them again."""
         spec = GenerationSpec.model_validate(spec)
         if not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise InvalidField("count", "out of range")
@@ -46,7 +65,15 @@ class JobsService:
             job_spec = spec.model_copy(update={"seed": spec.seed if spec.seed is not None else new_seed()})
             jobs.append({"id": str(uuid.uuid4()), "preset_slug": spec.preset_slug, "label": spec.label(),
                          "spec": job_spec.model_dump(), "seed": job_spec.seed})
-        rows = self.store.create(jobs)
+        if request_id is not None:
+            try:
+                request_id = str(uuid.UUID(str(request_id)))
+            except ValueError:
+                raise InvalidField("request_id", "not a UUID") from None
+        rows, created = self.store.create(jobs, request_id)
+        if not created:   # already handed over (or the outbox sweep will): answer with the same jobs
+            log.info("create request %s seen before: answering with its %d job(s)", request_id, len(rows))
+            return [row["id"] for row in rows]
         self._dispatch([{"id": row["id"], "spec": job["spec"], "created_at": float(row["created_at"])}
                         for row, job in zip(rows, jobs)],
                        # in the read model before the 202 goes out, so the caller's first poll is answered
@@ -83,19 +110,25 @@ class JobsService:
         return events.ClaimResult(run=run, attempt=attempt, reason=reason).model_dump()
 
     # --- generator events -------------------------------------------------------------------------
-    @event_handler(events.EVENT_SOURCE, events.JOB_STARTED)
+    @job_event(events.JOB_STARTED)
     def on_started(self, payload):
-        event = events.JobStarted.model_validate(payload)
+        event = _parse(events.JobStarted, payload)
+        if event is None:
+            return
         self._project(self.store.started(event.job_id, event.replica, event.attempt))
 
-    @event_handler(events.EVENT_SOURCE, events.JOB_PROGRESS)
+    @job_event(events.JOB_PROGRESS)
     def on_progress(self, payload):
-        event = events.JobProgress.model_validate(payload)
+        event = _parse(events.JobProgress, payload)
+        if event is None:
+            return
         self._project(self.store.progress(event.job_id, event.value, event.max))
 
-    @event_handler(events.EVENT_SOURCE, events.JOB_COMPLETED)
+    @job_event(events.JOB_COMPLETED)
     def on_completed(self, payload):
-        event = events.JobCompleted.model_validate(payload)
+        event = _parse(events.JobCompleted, payload)
+        if event is None:
+            return
         result = {"image_url": image_url(event.relative_path), "relative_path": event.relative_path,
                   "seed": event.seed, "width": event.width, "height": event.height,
                   "generation_seconds": event.generation_seconds}
@@ -103,16 +136,20 @@ class JobsService:
             log.info("job %s: completion ignored, job already finished", event.job_id,
                      extra={"job_id": event.job_id, "replica": event.replica})
 
-    @event_handler(events.EVENT_SOURCE, events.JOB_FAILED)
+    @job_event(events.JOB_FAILED)
     def on_failed(self, payload):
-        event = events.JobFailed.model_validate(payload)
+        event = _parse(events.JobFailed, payload)
+        if event is None:
+            return
         if not self._project(self.store.failed(event.job_id, event.replica, event.error)):
             log.info("job %s: failure ignored, job already finished", event.job_id,
                      extra={"job_id": event.job_id, "replica": event.replica})
 
-    @event_handler(events.EVENT_SOURCE, events.GENERATOR_STATUS)
+    @job_event(events.GENERATOR_STATUS)
     def on_generator_status(self, payload):
-        self.store.record_replica(events.GeneratorStatus.model_validate(payload))
+        status = _parse(events.GeneratorStatus, payload)
+        if status is not None:
+            self.store.record_replica(status)
 
     @rpc
     def replicas(self):

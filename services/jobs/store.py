@@ -37,17 +37,32 @@ class JobRepository:
     def __init__(self, pool):
         self.pool = pool
 
-    def create(self, jobs: list[dict]) -> list[dict]:
-        """Insert all jobs of one request in a single transaction; returns each new row (VIEW)."""
+    def create(self, jobs: list[dict], request_id=None) -> tuple[list[dict], bool]:
+        """Insert all jobs of one request in a single transaction; returns (each row (VIEW), created). With
+        a `request_id` seen in the last 24 h nothing is inserted: the rows that request created come back,
+        with created False."""
         # one statement, one round trip, however many jobs: the first work order goes out sooner
         values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(jobs))
         params = [value for job in jobs
                   for value in (job["id"], job["preset_slug"], job["label"], Jsonb(job["spec"]), job["seed"])]
-        with self.pool.connection() as conn:
+        with self.pool.connection() as conn, conn.transaction():
+            if request_id is not None:
+                first = conn.execute(
+                    "INSERT INTO jobs.create_requests (request_id, job_ids) VALUES (%s, %s::uuid[])"
+                    " ON CONFLICT (request_id) DO UPDATE SET job_ids = EXCLUDED.job_ids, created_at = now()"
+                    "   WHERE jobs.create_requests.created_at < now() - interval '24 hours'"
+                    " RETURNING request_id", (request_id, [job["id"] for job in jobs])).fetchone()
+                if first is None:
+                    earlier = conn.execute("SELECT job_ids::text[] AS ids FROM jobs.create_requests"
+                                           " WHERE request_id = %s", (request_id,)).fetchone()["ids"]
+                    rows = conn.execute(f"SELECT {VIEW} FROM jobs.jobs WHERE id = ANY(%s::uuid[])",
+                                        (earlier,)).fetchall()
+                    by_id = {row["id"]: row for row in rows}
+                    return [by_id[job_id] for job_id in earlier if job_id in by_id], False
             rows = conn.execute(f"INSERT INTO jobs.jobs (id, preset_slug, label, spec, seed) VALUES {values}"
                                 f" RETURNING {VIEW}", params).fetchall()
         by_id = {row["id"]: row for row in rows}
-        return [by_id[job["id"]] for job in jobs]
+        return [by_id[job["id"]] for job in jobs], True
 
     def mark_dispatched(self, job_ids: list[str]) -> None:
         with self.pool.connection() as conn:

@@ -61,12 +61,10 @@ def record(fault_results, figures):
 
 
 UNACKNOWLEDGED_JOBS = (
-    "known bug, not fixed (a race: seen in 1 of 4 runs of scenario 3): jobs exist that the client was told "
-    "(503) were not created. A POST in flight when the broker went away: jobs.create committed its rows and "
-    "failed publishing, and nameko's RPC request, never acked, was most likely delivered again after the "
-    "restart and created the jobs a second time (jobs.create is not idempotent); the gateway answered 503. "
-    "All of them still ran once and ended with one file each (checked). Needs a request id passed from the "
-    "gateway that jobs.create deduplicates on")
+    "a POST in flight when the broker went away was answered 503 although jobs.create had committed its "
+    "jobs (they still run: the outbox sweep hands them over; each ended with one file, checked). The "
+    "create request id now keeps a redelivered request from creating them twice, and a retry with the "
+    "same Idempotency-Key gets these jobs back; without a key the client cannot know they exist")
 
 
 def xfail_if_unacknowledged(figures):

@@ -3,9 +3,11 @@ and the job events can be followed by an outside subscriber."""
 import dataclasses
 import io
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy
 from PIL import Image
 
@@ -201,3 +203,38 @@ def test_a_job_goes_back_to_the_queue_while_the_jobs_service_is_down(container_f
     row = job_row(db, job_id)
     assert row["status"] == "done" and row["attempts"] == 1
     assert len(files_for_job(settings.media_root, job_id)) == 1
+
+
+class SilentJobs:
+    """A `jobs` service whose claim never answers in time: like a reply lost with the broker."""
+    name = "jobs"
+
+    @rpc
+    def claim(self, job_id, replica, redelivered=False):
+        time.sleep(30)
+
+
+def test_a_claim_without_an_answer_sends_the_order_back_and_frees_the_gpu(container_factory, settings,
+                                                                         work_queue):
+    """nameko's RPC proxy would wait for ever for a lost reply, holding the replica's GPU: the claim is
+    given GAZE_RPC_TIMEOUT, then the order goes back to the queue (requeued, never acked) and the
+    replica stays free for the next one."""
+    container_factory(SilentJobs, settings.nameko_config()).start()
+    replica = dataclasses.replace(settings, replica_name="gen-unanswered", rpc_timeout=1.0)
+    generator = container_factory(GeneratorService, replica.nameko_config(max_workers=2))
+    generator.start()
+    from kombu import Connection, Producer
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    with Connection(settings.amqp_uri) as conn:
+        for job_id in ids:
+            order = events.WorkOrder(job_id=job_id, spec=make_spec(width=64, height=64), created_at=1.0)
+            Producer(conn.default_channel).publish(order.model_dump(), exchange=events.WORK_EXCHANGE,
+                                                   routing_key=events.WORK_ROUTING_KEY, serializer="json",
+                                                   declare=[events.WORK_QUEUE])
+    time.sleep(2.5)          # both claims time out (1 s each, one after the other on the one GPU)
+    started = time.monotonic()
+    generator.stop()         # returns once the workers have requeued their orders
+    assert time.monotonic() - started < 15, "no worker hung on the lost reply"
+    orders = work_queue.take(2, timeout=10)
+    assert sorted(o.payload["job_id"] for o in orders) == sorted(ids), "both orders back in the queue"
+    assert files_for_job(settings.media_root, ids[0]) == [] and files_for_job(settings.media_root, ids[1]) == []

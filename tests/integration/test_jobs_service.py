@@ -463,3 +463,37 @@ def eventlet_sleep(seconds):
     import time
 
     time.sleep(seconds)   # patched by eventlet: lets the containers in this process run
+
+
+def test_event_handlers_requeue_on_failure_but_drop_malformed_events(jobs, jobs_container, dispatch, settings):
+    """A handler that fails (the database restarting) sends its event back to the queue instead of
+    acknowledging it away; a payload that can never validate is logged and dropped, not looped."""
+    from nameko.events import EventHandler
+
+    handlers = [ext for ext in jobs_container.entrypoints if isinstance(ext, EventHandler)]
+    assert handlers and all(handler.requeue_on_error for handler in handlers)
+
+    send = event_dispatcher({"AMQP_URI": settings.amqp_uri, "serializer": "json"})
+    send(events.EVENT_SOURCE, events.JOB_COMPLETED, {"job_id": "not even a full event"})
+    [marker] = jobs.create(make_spec(), 1)
+    dispatch(events.JOB_COMPLETED, completed(marker))
+    wait_until(status_is(jobs, marker, "done"), what="the event after the malformed one was handled")
+
+
+def test_a_create_request_delivered_twice_creates_its_jobs_once(jobs, work_queue, db):
+    """The gateway sends a request id with every create: a second delivery of it (its RPC message
+    redelivered after a broker restart, or a retry with the same Idempotency-Key after a 503) answers
+    with the first delivery's jobs and publishes nothing more."""
+    request_id = str(uuid.uuid4())
+    first = jobs.create(make_spec(), 2, request_id)
+    assert len(work_queue.take(2)) == 2
+    again = jobs.create(make_spec(), 2, request_id)
+    assert again == first
+    assert work_queue.drain() == []
+    assert db.execute("SELECT count(*) AS n FROM jobs.jobs").fetchone()["n"] == 2
+    assert jobs.create(make_spec(), 1, str(uuid.uuid4())) != first, "another request id: new jobs"
+    db.execute("UPDATE jobs.create_requests SET created_at = now() - interval '25 hours' WHERE request_id = %s",
+               (request_id,))
+    assert set(jobs.create(make_spec(), 2, request_id)).isdisjoint(first), "after 24 h the id is free again"
+    with pytest.raises(InvalidField):
+        jobs.create(make_spec(), 1, "not-a-uuid")

@@ -53,6 +53,10 @@ class FakeRpc:
         self.raises = dict(raises or {})
 
     def call(self, service, method, *args):
+        if (service, method) == ("jobs", "create") and len(args) == 3:
+            # the request id (a fresh UUID per request) is checked on its own: keep the spec and count
+            self.request_ids = getattr(self, "request_ids", []) + [args[2]]
+            args = args[:2]
         self.calls.append((service, method, args))
         key = (service, method)
         if key in self.raises:
@@ -617,3 +621,12 @@ def test_unexpected_error_is_opaque_500(media_root, service, method, request_, c
 def test_job_created_but_resolve_not_repeated_on_success(client, rpc):
     post_generate(client, {"count": 2})
     assert [(s, m) for s, m, _ in rpc.calls] == [("presets", "resolve"), ("jobs", "create")]
+
+
+def test_every_submission_carries_a_fresh_create_request_id(client, rpc):
+    """The jobs service answers a repeated delivery of one create request with the same jobs; two
+    submissions are two requests."""
+    assert post_generate(client, {}).status_code == 202
+    assert post_generate(client, {}).status_code == 202
+    first, second = rpc.request_ids
+    assert uuid.UUID(first) and uuid.UUID(second) and first != second

@@ -258,3 +258,13 @@ def test_no_store_means_the_header_is_only_validated(settings):
     client = falcon.testing.TestClient(app)
     assert job_ids(post(client, "k")) != job_ids(post(client, "k"))
     assert_json_error(post(client, ""), 400, "Idempotency-Key")
+
+
+def test_a_keyed_request_has_one_create_request_id_for_all_its_retries():
+    from services.gateway.idempotency import fingerprint, request_id
+
+    body = fingerprint("example_01", {"count": 2})
+    assert request_id("gz_a", "key-1", body) == request_id("gz_a", "key-1", body)
+    assert request_id("gz_a", "key-1", body) != request_id("gz_b", "key-1", body)
+    assert request_id("gz_a", "key-1", body) != request_id("gz_a", "key-2", body)
+    assert request_id("gz_a", "key-1", body) != request_id("gz_a", "key-1", fingerprint("example_01", {}))
