@@ -29,7 +29,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import GAZE, Proc, Stack, machine_description  # noqa: E402
+from bench.stack import GAZE, Proc, Stack, machine_description, publish  # noqa: E402
 from shared.job_view import JobView  # noqa: E402
 
 
@@ -76,10 +76,7 @@ def main():
         values = [row[name] * 1000 for row in rows]
         lines.append(f"| {label} | {statistics.median(values):.2f} ms | {percentile(values, 99):.2f} ms"
                      f" | {max(values):.2f} ms |")
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
+    publish("\n".join(lines), args.markdown)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(rows, out)

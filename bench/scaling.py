@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import GAZE, Proc, Stack, log, machine_description  # noqa: E402
+from bench.stack import GAZE, Proc, Stack, log, machine_description, publish  # noqa: E402
 
 
 def run(replicas: int, jobs: int, gpu_seconds: float) -> dict:
@@ -97,10 +97,7 @@ def main():
     for r in results:
         lines.append(f"| {r['replicas']} | {r['first_start_ms']:.0f} ms | {r['submit_seconds']:.2f} s"
                      f" | {r['tail_ms']:.0f} ms | {r['busy']:.3f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
+    publish("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

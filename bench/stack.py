@@ -52,6 +52,13 @@ def log(message):
 
 # --- the machine ----------------------------------------------------------------------------------------
 
+def publish(text: str, markdown_path=None) -> None:
+    """Print a benchmark's report and, when asked, write it to a markdown file."""
+    print(text)
+    if markdown_path:
+        Path(markdown_path).write_text(text + "\n")
+
+
 def machine_description() -> dict:
     model = "unknown CPU"
     with contextlib.suppress(OSError):

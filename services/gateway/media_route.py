@@ -75,17 +75,12 @@ class StoreMediaRoute:
         if not rest.startswith("/") or "//" in rest:
             raise _not_found()
         relative_path = rest[1:]
-        try:
-            if req.method == "HEAD" or req.if_none_match or req.if_modified_since:
-                info, body = self.store.stat(relative_path), None
-                if info is None:
-                    raise _not_found()
-            else:
-                info, body = self.store.open(relative_path)
-        except (UnsafePath, MediaNotFound):
-            raise _not_found() from None
-        except MediaStoreError as exc:
-            raise store_unavailable(exc) from None
+        if req.method == "HEAD" or req.if_none_match or req.if_modified_since:
+            info, body = self._from_store(self.store.stat, relative_path), None
+            if info is None:
+                raise _not_found()
+        else:
+            info, body = self._from_store(self.store.open, relative_path)
         resp.etag = info.etag
         resp.last_modified = info.last_modified
         if _not_modified(req, info):
@@ -97,16 +92,22 @@ class StoreMediaRoute:
             if req.method == "HEAD":
                 resp.content_length = info.size
                 return
-            try:
-                info, body = self.store.open(relative_path)
-            except (UnsafePath, MediaNotFound):
-                raise _not_found() from None
-            except MediaStoreError as exc:
-                raise store_unavailable(exc) from None
+            info, body = self._from_store(self.store.open, relative_path)
             resp.etag = info.etag
             resp.last_modified = info.last_modified
         resp.stream = _Chunks(body)
         resp.content_length = info.size
+
+    @staticmethod
+    def _from_store(read, relative_path):
+        """`read(relative_path)` with the store's failures as the API's answers: 404 for a path that is
+        unsafe or names nothing, 503 when the store cannot be reached."""
+        try:
+            return read(relative_path)
+        except (UnsafePath, MediaNotFound):
+            raise _not_found() from None
+        except MediaStoreError as exc:
+            raise store_unavailable(exc) from None
 
 
 def _not_modified(req, info) -> bool:
