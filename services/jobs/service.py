@@ -3,6 +3,7 @@ import logging
 import secrets
 import uuid
 
+import psycopg
 from nameko.dependency_providers import Config
 from nameko.events import event_handler
 from nameko.messaging import Publisher
@@ -213,7 +214,14 @@ class JobsService:
             self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
             log.info("job %s: queued", job["id"], extra={"job_id": job["id"]})
         then()
-        self.store.mark_dispatched([job["id"] for job in jobs])
+        try:
+            self.store.mark_dispatched([job["id"] for job in jobs])
+        except psycopg.Error as exc:
+            # The jobs are committed and their orders published: failing now would tell the caller
+            # "not created" (a 503) about jobs that will run. Unmarked, the outbox sweep publishes them
+            # again later; the copy is harmless (a claim takes a job once; the copy is skipped).
+            log.warning("%d job(s) queued but not marked dispatched (database: %s); the sweep will"
+                        " re-publish them", len(jobs), exc)
 
 
 def _public(row):

@@ -61,7 +61,8 @@ def record(fault_results, figures):
 
 
 UNACKNOWLEDGED_JOBS = (
-    "a POST in flight when the broker went away was answered 503 although jobs.create had committed its "
+    "a POST in flight when the broker or the database went away was answered 503 although jobs.create had "
+    "committed its "
     "jobs (they still run: the outbox sweep hands them over; each ended with one file, checked). The "
     "create request id now keeps a redelivered request from creating them twice, and a retry with the "
     "same Idempotency-Key gets these jobs back; without a key the client cannot know they exist")
@@ -191,10 +192,13 @@ def test_postgresql_restart_mid_run(tmp_path, fault_results):
         assert pg_ready()
         healed_at = time.monotonic()
         submitter.join()
-        check_invariants(stack, submitter, figures, healed_at)
+        # rows == accepted: see xfail_if_unacknowledged below (a commit whose answer is lost with the
+        # database's connections; the known cause, a failing mark_dispatched, no longer fails a create)
+        check_invariants(stack, submitter, figures, healed_at, strict_rows=False)
         record(fault_results, figures)
         assert {name: service_pid(tmp_path, name) for name in ("jobs", "presets")} == before
-        assert figures.done == figures.accepted
+        assert figures.failed == 0 and figures.done == len(job_rows(stack)), "every job recorded ran and is done"
+        xfail_if_unacknowledged(figures)
 
 
 def start_generator(stack, workdir, name):
