@@ -19,7 +19,7 @@ from shared.media import S3MediaStore, s3_client
 from services.gateway import thumbnails
 from services.gateway.app import create_app
 from services.gateway.web.render import thumb_url
-from tests.s3_server import REGION, ACCESS_KEY, SECRET_KEY, moto_s3_server, raw_client, s3_env, unique_bucket
+from tests.s3_server import REGION, ACCESS_KEY, SECRET_KEY, raw_client, s3_env, unique_bucket
 from tests.unit.fake_probes import FakeProbes
 from tests.unit.test_gateway_http import ESCAPES
 
@@ -46,17 +46,6 @@ def png(width=640, height=320, color=(200, 30, 30)):
     return out.getvalue()
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    with moto_s3_server() as url:
-        yield url
-
-
-@pytest.fixture
-def bucket(endpoint):
-    name = unique_bucket()
-    raw_client(endpoint).create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture

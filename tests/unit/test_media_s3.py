@@ -10,7 +10,7 @@ import pytest
 from shared import config
 from shared.media import (LocalMediaStore, MediaNotFound, MediaStoreError, S3MediaStore, UnsafePath,
                           open_media_store, s3_client, safe_relative_path)
-from tests.s3_server import (ACCESS_KEY, REGION, SECRET_KEY, all_keys, moto_s3_server, raw_client, s3_env,
+from tests.s3_server import (ACCESS_KEY, REGION, SECRET_KEY, all_keys, raw_client, s3_env,
                              unique_bucket)
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -22,17 +22,6 @@ UNSAFE = ["", "/etc/passwd", "../x", "a/../../x", "presets/../../x", "..", ".", 
           "a/./../..", "presets/%00/x\x00"]
 
 
-@pytest.fixture(scope="module")
-def endpoint():
-    with moto_s3_server() as url:
-        yield url
-
-
-@pytest.fixture
-def bucket(endpoint):
-    name = unique_bucket()
-    raw_client(endpoint).create_bucket(Bucket=name)
-    return name
 
 
 def make_store(endpoint, bucket, prefix="media"):
