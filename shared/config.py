@@ -93,10 +93,16 @@ class Settings:
     simulated_gpu_seconds: float = 0.2
     generator_prefetch: int = 2             # jobs a replica holds: 1 running + 1 claimed and waiting (see shared/runner.py)
     status_interval_seconds: float = 30.0
+    # generator: its worker process (services/generator/supervisor.py)
+    # per job, every backend, counted from the moment the backend starts the job; then it is stopped and fails
+    job_timeout_seconds: float = 600.0
+    # a busy worker with no sign of life from its backend (a step, an engine event) for this long is stuck:
+    # killed and replaced. Fits a 1024² SDXL job on a slow GPU including a checkpoint load from disk.
+    worker_stall_seconds: float = 180.0
+    generator_health_bind: str = ""         # e.g. 0.0.0.0:8790: the replica's own health endpoint; "" = none
     # generator: the ComfyUI backend (GAZE_BACKEND=comfyui)
     comfyui_url: str = "http://127.0.0.1:8188"
     comfyui_workflow: str = ""              # "" = the bundled SDXL/Illustrious txt2img template
-    comfyui_timeout_seconds: float = 600.0  # per job; then our prompt is interrupted and the job fails
     comfyui_retry_seconds: float = 30.0     # how long to retry an unreachable ComfyUI before failing
     comfyui_poll_seconds: float = 1.0       # /history polling interval when the websocket is down
     # generator: the in-process diffusers backend (GAZE_BACKEND=diffusers; pip install -e '.[diffusers]')
@@ -165,9 +171,13 @@ def load(env=None) -> Settings:
         simulated_gpu_seconds=_float(env, "GAZE_SIMULATED_GPU_SECONDS", d.simulated_gpu_seconds),
         generator_prefetch=_int(env, "GAZE_GENERATOR_PREFETCH", d.generator_prefetch),
         status_interval_seconds=_float(env, "GAZE_STATUS_INTERVAL_SECONDS", d.status_interval_seconds),
+        # GAZE_COMFYUI_TIMEOUT_SECONDS is the old name of this limit, when it was ComfyUI's only
+        job_timeout_seconds=_float(env, "GAZE_JOB_TIMEOUT_SECONDS",
+                                   _float(env, "GAZE_COMFYUI_TIMEOUT_SECONDS", d.job_timeout_seconds)),
+        worker_stall_seconds=_float(env, "GAZE_WORKER_STALL_SECONDS", d.worker_stall_seconds),
+        generator_health_bind=env.get("GAZE_GENERATOR_HEALTH_BIND", d.generator_health_bind).strip(),
         comfyui_url=env.get("GAZE_COMFYUI_URL", d.comfyui_url),
         comfyui_workflow=env.get("GAZE_COMFYUI_WORKFLOW", d.comfyui_workflow),
-        comfyui_timeout_seconds=_float(env, "GAZE_COMFYUI_TIMEOUT_SECONDS", d.comfyui_timeout_seconds),
         comfyui_retry_seconds=_float(env, "GAZE_COMFYUI_RETRY_SECONDS", d.comfyui_retry_seconds),
         comfyui_poll_seconds=_float(env, "GAZE_COMFYUI_POLL_SECONDS", d.comfyui_poll_seconds),
         models_dir=str(Path(env.get("GAZE_MODELS_DIR", d.models_dir)).resolve()),
@@ -185,6 +195,8 @@ def _checked(settings: Settings) -> Settings:
         raise ValueError("GAZE_HEARTBEAT must be 0 (off) or at least 3 seconds")
     if settings.stuck_job_seconds <= 0 or settings.stuck_sweep_seconds <= 0:
         raise ValueError("GAZE_STUCK_JOB_SECONDS and GAZE_STUCK_SWEEP_SECONDS must be positive")
+    if settings.job_timeout_seconds <= 0 or settings.worker_stall_seconds <= 0:
+        raise ValueError("GAZE_JOB_TIMEOUT_SECONDS and GAZE_WORKER_STALL_SECONDS must be positive")
     if settings.generator_prefetch < 1:
         raise ValueError("GAZE_GENERATOR_PREFETCH must be at least 1")
     if settings.media_store not in ("local", "s3"):

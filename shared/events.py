@@ -80,16 +80,24 @@ class JobFailed(BaseModel):
     at: float = Field(default_factory=_now)
 
 
+REPLICA_STATES = ("starting", "idle", "busy", "stuck", "restarting", "stopped")
+
+
 class GeneratorStatus(BaseModel):
-    """Published by every generator replica at start and then periodically: which backend it runs,
-    whether that backend works, and which checkpoints it can load (the presets service validates
-    checkpoint overrides against these; the jobs service keeps the replica list for health checks)."""
+    """Published by every generator replica at start, on every change of its state and periodically:
+    which backend it runs, whether it can serve (its worker process is idle or busy and its backend
+    works), and which checkpoints it can load (the presets service validates checkpoint overrides against
+    these; the jobs service keeps the replica list for health checks). A `stuck` or `restarting` replica
+    is never `healthy`."""
 
     replica: str
     backend: str
     healthy: bool
     detail: str
     checkpoints: Optional[list[str]] = None   # None: this backend takes any configured checkpoint
+    state: str = "idle"                       # one of REPLICA_STATES (services/generator/supervisor.py)
+    worker_pid: Optional[int] = None
+    restarts: int = 0                         # worker processes replaced since the replica started
     at: float = Field(default_factory=_now)
 
 

@@ -12,7 +12,7 @@ those of nameko, kombu, amqp and the other libraries, goes through one handler o
 
 Structured fields are what a call passes as `extra={"job_id": ..., "replica": ..., "attempt": ...}`,
 plus whatever `fields(...)` bound for the code running inside it (in this green thread, and carried
-to the backend's OS thread by services/generator/runner.py), so a backend's lines carry the job id too.
+in the worker process by services/generator/worker.py for the job it runs), so a backend's lines carry the job id too.
 
 An API key never reaches the log: `?api_key=...`/`api_key=...` values and anything shaped like a GAZE
 key (`gz_...`) are masked in the rendered line, whatever field they were in.

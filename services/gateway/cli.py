@@ -65,8 +65,9 @@ def cmd_admin_password(args):
 
 
 def cmd_generator_health(args):
-    """Exit 0 when at least one generator replica reported a healthy backend recently, else 1.
-    Prints every replica the jobs service has heard from, for an operator or a container health check."""
+    """Exit 0 when at least one generator replica reported recently that it serves (its worker process idle
+    or busy, its backend healthy), else 1. Prints every replica the jobs service has heard from, with its
+    worker's state (idle, busy, stuck, restarting ...), for an operator or a container health check."""
     from nameko.standalone.rpc import ClusterRpcProxy
 
     from shared import config
@@ -82,8 +83,8 @@ def cmd_generator_health(args):
         fresh = r["age_seconds"] <= stale_after
         state = "ok" if r["healthy"] and fresh else ("STALE" if r["healthy"] else "UNHEALTHY")
         good += state == "ok"
-        print(f"{state:9s} {r['replica']}  backend={r['backend']}  {r['detail']}  "
-              f"(reported {r['age_seconds']:.0f}s ago)")
+        print(f"{state:9s} {r['replica']}  backend={r['backend']}  worker={r['state']}  "
+              f"restarts={r['restarts']}  {r['detail']}  (reported {r['age_seconds']:.0f}s ago)")
     if not replicas:
         print("no generator replica has reported yet")
     raise SystemExit(0 if good else 1)

@@ -23,7 +23,7 @@ import time
 
 import falcon
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
@@ -146,6 +146,21 @@ class DependencyCollector:
         for state in REPLICA_STATES:
             replicas.add_metric([state], states.count(state))
         yield replicas
+        workers = GaugeMetricFamily(
+            "gaze_generator_workers",
+            f"Generator replicas heard from within {self.stale_after:g} s, by the state of their worker process",
+            labels=["state"])
+        fresh = [replica for replica in data["replicas"] if replica["age_seconds"] <= self.stale_after]
+        for state in events.REPLICA_STATES:
+            workers.add_metric([state], sum(1 for replica in fresh if replica.get("state") == state))
+        yield workers
+        restarts = CounterMetricFamily(
+            "gaze_generator_worker_restarts",
+            "Worker processes a replica replaced (crashed, stuck or past a job's time limit) since it started",
+            labels=["replica"])
+        for replica in fresh:
+            restarts.add_metric([replica["replica"]], replica.get("restarts") or 0)
+        yield restarts
 
 
 class GatewayMetrics:

@@ -8,11 +8,12 @@ from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer
 from nameko.rpc import RpcProxy
 
-from shared import events, logs
+from shared import events
 from shared.config import from_nameko
 from shared.media import MediaStore, image_relative_path
 from services.generator.backends import BackendError
-from services.generator.runner import Backend, replica_name
+from services.generator.replica import GpuWorker, replica_name
+from services.generator.supervisor import WorkerLost
 
 log = logging.getLogger(__name__)
 REQUEUE_PAUSE_SECONDS = 2.0
@@ -89,7 +90,7 @@ class ReplicaName(DependencyProvider):
 class GeneratorService:
     name = events.EVENT_SOURCE
 
-    backend = Backend()
+    worker = GpuWorker()
     media = MediaStore()
     replica = ReplicaName()
     jobs = RpcProxy("jobs")
@@ -100,9 +101,9 @@ class GeneratorService:
     def generate(self, payload):
         """Claim, generate, store, announce; the work message is acked only after this returns.
 
-        A replica runs `generator_prefetch` of these at once: each claims its job right away, then they
-        take turns on the GPU (BackendRunner.run), and one job's storing and announcing overlaps the next
-        job's generation.
+        A replica runs `generator_prefetch` of these at once: each claims its job right away and hands it
+        to the replica's worker process, which runs them in turn (or, for ComfyUI, keeps the next one in
+        ComfyUI's own queue), so one job's storing and announcing overlaps the next job's generation.
 
         A first delivery starts on the GPU without waiting for the claim's answer: the claim request is
         already sent (so the attempt is counted even if this run dies), and its answer is awaited while
@@ -119,14 +120,24 @@ class GeneratorService:
             completed = self._generate(order, claim)
         except ClaimUnanswered:
             raise   # back to the queue (WorkConsumer.handle_result): the claim decides, not us
+        except WorkerLost as exc:
+            # the worker process died or stalled under this job: another run may well succeed, up to
+            # GAZE_MAX_ATTEMPTS (the claim of the redelivered message counts the attempt)
+            if not self._may_run(order, claim):
+                return
+            max_attempts = from_nameko(self.config).max_attempts
+            if claim.attempt >= max_attempts:
+                self._fail(order.job_id, f"{exc}; gave up after {claim.attempt} attempts")
+                return
+            raise
         except BackendError as exc:
             if self._may_run(order, claim):
                 self._fail(order.job_id, str(exc))
-        except Exception as exc:  # a bug must still end the job, with a line in the log to fix it from
+        except Exception:  # a bug must still end the job, with a line in the log to fix it from
             if self._may_run(order, claim):
                 log.exception("job %s: backend crashed", order.job_id,
                               extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
-                self._fail(order.job_id, f"internal generator error: {type(exc).__name__}: {exc}")
+                self._fail(order.job_id, "internal generator error (details in the generator's log)")
         else:
             if completed is None:
                 return
@@ -162,8 +173,7 @@ class GeneratorService:
             self.dispatch(events.JOB_PROGRESS,
                           events.JobProgress(job_id=order.job_id, value=value, max=maximum).model_dump())
 
-        with logs.fields(job_id=order.job_id, replica=self.replica):  # the backend's lines too
-            image, seconds = self.backend.run(spec, progress, started)
+        image, seconds = self.worker.run(order.job_id, spec, progress, started)
         if not self._may_run(order, claim):
             return None
         relative_path = image_relative_path(spec.preset_slug, order.job_id, order.created_at)

@@ -253,11 +253,14 @@ class JobRepository:
     def record_replica(self, status) -> None:
         with self.pool.connection() as conn:
             conn.execute(
-                "INSERT INTO jobs.replicas (replica, backend, healthy, detail, seen_at)"
-                " VALUES (%s, %s, %s, %s, to_timestamp(%s))"
+                "INSERT INTO jobs.replicas (replica, backend, healthy, detail, seen_at, state, worker_pid, restarts)"
+                " VALUES (%s, %s, %s, %s, to_timestamp(%s), %s, %s, %s)"
                 " ON CONFLICT (replica) DO UPDATE SET backend = excluded.backend, healthy = excluded.healthy,"
-                " detail = excluded.detail, seen_at = excluded.seen_at WHERE jobs.replicas.seen_at <= excluded.seen_at",
-                (status.replica, status.backend, status.healthy, status.detail, status.at),
+                " detail = excluded.detail, seen_at = excluded.seen_at, state = excluded.state,"
+                " worker_pid = excluded.worker_pid, restarts = excluded.restarts"
+                " WHERE jobs.replicas.seen_at <= excluded.seen_at",
+                (status.replica, status.backend, status.healthy, status.detail, status.at, status.state,
+                 status.worker_pid, status.restarts),
             )
 
     def counts_by_status(self) -> dict:
@@ -288,7 +291,8 @@ class JobRepository:
     def replicas(self) -> list[dict]:
         with self.pool.connection() as conn:
             return conn.execute(
-                "SELECT replica, backend, healthy, detail, extract(epoch FROM now() - seen_at)::float8 AS age_seconds"
+                "SELECT replica, backend, healthy, detail, state, worker_pid, restarts,"
+                " extract(epoch FROM now() - seen_at)::float8 AS age_seconds"
                 " FROM jobs.replicas ORDER BY replica"
             ).fetchall()
 

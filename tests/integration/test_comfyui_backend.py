@@ -3,7 +3,7 @@ websockets: progress, the filled template, ComfyUI's error answers, lost websock
 cancel only our own prompt, an unreachable server, and the node's checkpoint list and health.
 
 Needs neither PostgreSQL nor RabbitMQ. The fake runs in a real OS thread; the backend runs here (under
-eventlet, as the suite does) and once through the generator's BackendRunner (an OS thread via tpool)."""
+eventlet, as the suite does) and once through the replica's worker process (services/generator/supervisor.py)."""
 from __future__ import annotations
 
 import io
@@ -18,10 +18,11 @@ from eventlet import patcher
 from PIL import Image
 
 from shared.schemas import GenerationSpec
-from services.generator.backends import BackendError, GeneratedImage
+from services.generator.backends import BackendError, CallbackContext, GeneratedImage, JobCancelled
 from services.generator.backends.comfyui import DEFAULT_WORKFLOW, ComfyUIBackend
 from services.generator.backends.preview import png_metadata
-from services.generator.runner import BackendRunner
+from services.generator.supervisor import WorkerSupervisor
+from shared import config
 from tests.comfyui_fake import FakeComfyUI, Script, free_port
 from tests.integration.conftest import wait_until
 
@@ -234,18 +235,31 @@ def test_a_websocket_that_comes_back_resumes_progress(fake):
     assert len(fake.ws_connects) == 2 and progress[-1] == 12
 
 
-def test_a_prompt_the_server_forgot_fails_the_job(fake):
-    """ComfyUI restarted mid-job: its queue and history are gone, the websocket comes back empty."""
+def test_a_prompt_the_server_forgot_is_submitted_again(fake):
+    """ComfyUI restarted mid-job: its queue and history are gone, the websocket comes back empty. The job
+    goes in again under a new prompt_id and completes."""
     fake.script = Script(hang=True)
     restarted = []
 
     def restart_once(value, maximum):
         if not restarted:
             restarted.append(True)
+            fake.script = Script(steps=2)
             fake.restart()
 
-    with pytest.raises(BackendError, match=r"lost prompt .*: it is neither queued, running nor in its history"):
-        backend_for(fake.url).generate(make_spec(), restart_once)
+    image = backend_for(fake.url).generate(make_spec(), restart_once)
+    assert image.png.startswith(PNG_MAGIC)
+    assert len({prompt["prompt_id"] for prompt in fake.prompts}) == 2
+
+
+def test_a_server_that_keeps_forgetting_the_prompt_fails_the_job(fake):
+    fake.script = Script(hang=True)
+
+    def restart_every_time(value, maximum):
+        fake.restart()
+
+    with pytest.raises(BackendError, match=r"lost prompt .*: it is neither queued.*gave up after submitting it 3"):
+        backend_for(fake.url).generate(make_spec(), restart_every_time)
 
 
 # ---- time limits cancel our prompt, and only ours
@@ -263,7 +277,7 @@ def test_a_timeout_interrupts_our_running_prompt_and_not_the_next_one(fake):
     with pytest.raises(BackendError) as err:
         backend_for(fake.url, timeout_seconds=0.5).generate(make_spec(), queue_someone_elses_prompt)
     assert 0.5 <= time.monotonic() - started < 2.0
-    assert "exceeded its time limit of 0.5s" in str(err.value) and "interrupted on ComfyUI" in str(err.value)
+    assert "exceeded its time limit of 0.5 s" in str(err.value) and "interrupted on ComfyUI" in str(err.value)
     ours = fake.prompts[0]["prompt_id"]
     assert fake.interrupts == [{"prompt_id": ours}] and fake.deletes == []
     # ours ends as interrupted; the other client's prompt then runs to success
@@ -272,11 +286,29 @@ def test_a_timeout_interrupts_our_running_prompt_and_not_the_next_one(fake):
     assert fake.history[ours]["status"]["status_str"] == "error"
 
 
-def test_a_timeout_while_waiting_removes_our_prompt_from_the_queue_only(fake):
+class CancelLater(CallbackContext):
+    """A job the replica cancels `after` seconds in; records when the backend said it started."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.until = time.monotonic() + after
+        self.began = None
+
+    def started(self):
+        self.began = time.monotonic()
+
+    def cancelled(self):
+        return time.monotonic() >= self.until
+
+
+def test_waiting_in_comfyuis_queue_spends_no_time_limit_and_a_cancel_removes_only_our_prompt(fake):
     foreign = submit_foreign(fake, hang=True)
     wait_until(lambda: fake.running_id == foreign, timeout=5, what="the foreign prompt to run")
-    with pytest.raises(BackendError, match=r"exceeded its time limit .* removed from ComfyUI's queue"):
-        backend_for(fake.url, timeout_seconds=0.4).generate(make_spec())
+    job = CancelLater(after=1.2)
+    with pytest.raises(JobCancelled, match=r"removed from ComfyUI's queue"):
+        # a limit of 0.4 s: had the wait in the queue counted, it would have fired long before the cancel
+        backend_for(fake.url, timeout_seconds=0.4).generate(make_spec(), job)
+    assert job.began is None        # never started: never `processing`
     ours = fake.prompts[-1]["prompt_id"]
     assert fake.deletes == [[ours]] and fake.interrupts == []
     assert fake.running_id == foreign and fake.pending_ids == []     # the other prompt still runs
@@ -345,9 +377,20 @@ def test_health_and_checkpoints_of_an_unreachable_node():
 # ---- as the generator service runs it
 
 
-def test_the_generator_runner_drives_it_from_an_os_thread(fake):
+def test_the_replicas_worker_process_drives_it_and_reports_its_start_and_prompts(fake):
     fake.script = Script(steps=6, step_delay=0.03)
-    published = []
-    image, seconds = BackendRunner(backend_for(fake.url)).run(make_spec(), lambda v, m: published.append((v, m)))
+    settings = config.Settings(backend="comfyui", comfyui_url=fake.url)
+    supervisor = WorkerSupervisor(settings, "gen-comfy")
+    supervisor.start()
+    published, handles = [], []
+    try:
+        def started():
+            handles.extend(supervisor.tickets["job-1"].handles)
+            return True
+
+        image, seconds = supervisor.run("job-1", make_spec(), lambda v, m: published.append((v, m)), started)
+    finally:
+        supervisor.stop()
     assert image.png.startswith(PNG_MAGIC) and seconds > 0
     assert published and published[-1] == (6, 6)
+    assert len(handles) == 1        # its prompt_id, known to the replica before the prompt started

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from services.generator.backends import BackendError, GeneratedImage, make_backend  # noqa: E402
 from services.generator.backends.diffusers_backend import DiffusersBackend, infer_model_type  # noqa: E402
-from services.generator.runner import BackendRunner  # noqa: E402
+from services.generator.supervisor import WorkerSupervisor  # noqa: E402
 from tests.integration.test_generator import jobs, start_generator  # noqa: E402,F401  (a fixture and a helper)
 from shared.config import Settings, load  # noqa: E402
 from shared.schemas import GenerationSpec  # noqa: E402
@@ -379,10 +379,16 @@ def test_settings_choose_and_configure_the_backend(tiny):
     assert other.config_dir == Path("/srv/configs")
 
 
-def test_runs_on_a_tpool_thread_under_eventlet_and_relays_progress(backend):
-    """As the generator service runs it: generate on an OS thread, progress published from the loop."""
+def test_runs_in_the_replicas_worker_process_and_relays_progress(tiny):
+    """As the generator service runs it: generate in the worker process, progress published by the replica."""
+    settings = dataclasses.replace(Settings(), backend="diffusers", models_dir=str(tiny[0]), diffusers_device="cpu")
+    supervisor = WorkerSupervisor(settings, "gen-diffusers")
+    supervisor.start()
     published = []
-    image, seconds = BackendRunner(backend).run(make_spec(steps=4), lambda v, m: published.append((v, m)))
+    try:
+        image, seconds = supervisor.run("job-1", make_spec(steps=4), lambda v, m: published.append((v, m)))
+    finally:
+        supervisor.stop()
     assert image.png.startswith(PNG_MAGIC) and seconds > 0
     assert published and published[-1] == (4, 4)
 

@@ -115,23 +115,14 @@ def test_a_replica_claims_its_next_job_while_the_gpu_runs_one_at_a_time(containe
         assert later["started_at"] >= earlier["started_at"] + earlier["result"]["generation_seconds"] - 0.1
 
 
-def test_a_jobs_log_lines_are_json_with_its_job_id_as_a_field(container_factory, settings, jobs, monkeypatch):
+def test_a_jobs_log_lines_are_json_with_its_job_id_as_a_field(container_factory, settings, jobs, capfd):
     """Issue 5: the jobs and generator services' lines for a job (queued, started, the backend's own
-    lines on its OS thread, done) are JSON objects carrying job_id (and replica, attempt) as fields."""
+    lines in the worker process, done) are JSON objects carrying job_id (and replica, attempt) as fields."""
     import json
     import logging
 
-    from services.generator.backends.preview import PreviewBackend
     from shared import logs
 
-    backend_log = logging.getLogger("services.generator.backends.preview")
-    generate = PreviewBackend.generate
-
-    def logging_generate(self, spec, on_progress=None):   # a backend that logs per job, like comfyui's
-        backend_log.info("rendering %dx%d", spec.width, spec.height)
-        return generate(self, spec, on_progress) if on_progress else generate(self, spec)
-
-    monkeypatch.setattr(PreviewBackend, "generate", logging_generate)
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     handler.setFormatter(logs.formatter("generator", "json"))
@@ -140,7 +131,7 @@ def test_a_jobs_log_lines_are_json_with_its_job_id_as_a_field(container_factory,
     level = root.level
     root.setLevel(logging.INFO)   # setLevel, not .level =: it clears the loggers' cached isEnabledFor
     try:
-        start_generator(container_factory, settings, "gen-logs")
+        start_generator(container_factory, settings, "gen-logs", backend="tests.backends:ScriptedBackend")
         [job_id] = jobs.create(make_spec(width=64, height=64), 1)
         wait_until(lambda: jobs.get(job_id)["status"] == "done", what="job done")
         wait_until(lambda: f"job {job_id}: done" in buffer.getvalue(), what="the done line")
@@ -150,6 +141,10 @@ def test_a_jobs_log_lines_are_json_with_its_job_id_as_a_field(container_factory,
 
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]   # every line is one JSON object
     mine = {line["msg"].split(": ", 1)[-1].split(" ")[0]: line for line in lines if line.get("job_id") == job_id}
+    # the worker process writes its lines to the stderr it inherited: a backend logging like comfyui's
+    worker_lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    mine.update({"rendering": line for line in worker_lines
+                 if line.get("job_id") == job_id and line["msg"].startswith("job started in the backend")})
     assert {"queued", "started", "rendering", "done"} <= set(mine), [line["msg"] for line in lines]
     assert mine["queued"]["logger"] == "services.jobs.service"
     assert mine["started"]["msg"] == f"job {job_id}: started on gen-logs (attempt 1)"
@@ -157,8 +152,8 @@ def test_a_jobs_log_lines_are_json_with_its_job_id_as_a_field(container_factory,
     for name in ("started", "done"):
         assert (mine[name]["replica"], mine[name]["attempt"]) == ("gen-logs", 1), mine[name]
     # the backend's own lines: the GPU starts before the claim's answer tells the attempt number
-    assert mine["rendering"]["replica"] == "gen-logs"
-    assert mine["rendering"]["logger"] == "services.generator.backends.preview"
+    assert mine["rendering"]["replica"] == "gen-logs" and mine["rendering"]["service"] == "generator-worker"
+    assert mine["rendering"]["logger"] == "tests.backends"
 
 
 def test_a_duplicate_work_order_runs_speculatively_but_leaves_no_trace(container_factory, settings, jobs, db,
@@ -238,3 +233,37 @@ def test_a_claim_without_an_answer_sends_the_order_back_and_frees_the_gpu(contai
     orders = work_queue.take(2, timeout=10)
     assert sorted(o.payload["job_id"] for o in orders) == sorted(ids), "both orders back in the queue"
     assert files_for_job(settings.media_root, ids[0]) == [] and files_for_job(settings.media_root, ids[1]) == []
+
+
+def test_a_replica_answers_its_own_health_endpoint_with_its_workers_truth(container_factory, settings, jobs,
+                                                                           monkeypatch):
+    """GAZE_GENERATOR_HEALTH_BIND: 200 with the status while the replica serves; 503 once its worker is
+    frozen (found stuck), then 200 again with a fresh worker."""
+    import os
+    import signal
+
+    import requests
+
+    from services.generator import supervisor
+    from tests.comfyui_fake import free_port
+
+    monkeypatch.setattr(supervisor, "PING_INTERVAL", 0.2)
+    port = free_port()
+    start_generator(container_factory, settings, "gen-health", generator_health_bind=f"127.0.0.1:{port}",
+                    worker_stall_seconds=1.0)
+    url = f"http://127.0.0.1:{port}/"
+    first = wait_until(lambda: (r := requests.get(url, timeout=5)).status_code == 200 and r.json(), what="200")
+    assert first["replica"] == "gen-health" and first["state"] in ("idle", "busy") and first["healthy"]
+    os.kill(first["worker_pid"], signal.SIGSTOP)
+    try:
+        frozen = wait_until(lambda: (r := requests.get(url, timeout=5)).status_code == 503 and r.json(),
+                            timeout=10, what="503 while the frozen worker is replaced")
+        assert frozen["state"] in ("stuck", "restarting") and not frozen["healthy"]
+        again = wait_until(lambda: (r := requests.get(url, timeout=5)).status_code == 200 and r.json(),
+                           timeout=15, what="200 with a fresh worker")
+        assert again["worker_pid"] != first["worker_pid"] and again["restarts"] == 1
+    finally:
+        try:
+            os.kill(first["worker_pid"], signal.SIGCONT)
+        except ProcessLookupError:
+            pass

@@ -2,8 +2,8 @@
 
 Run on the eventlet loop, such a job would stop the replica's heartbeats; RabbitMQ would drop its
 connection and hand the unacknowledged job to the other replica while the first one still runs it, so
-the job would start twice. services/generator/runner.py runs the backend on a tpool thread to keep the
-loop (and its heartbeats) going; this test holds it to that.
+the job would start twice. The replica runs the backend in its worker process
+(services/generator/supervisor.py) to keep the loop (and its heartbeats) going; this test holds it to that.
 
 The two generator replicas run as separate processes (`python -m shared.runner generator`), as in
 production: in one process a blocked loop would freeze both replicas at once, and the redelivered job

@@ -90,7 +90,7 @@ def test_missing_files_are_named(tmp_path):
 
 def test_settings_and_the_factory():
     defaults = config.load({})
-    assert (defaults.comfyui_url, defaults.comfyui_workflow, defaults.comfyui_timeout_seconds,
+    assert (defaults.comfyui_url, defaults.comfyui_workflow, defaults.job_timeout_seconds,
             defaults.comfyui_retry_seconds, defaults.comfyui_poll_seconds) == ("http://127.0.0.1:8188", "", 600.0,
                                                                                30.0, 1.0)
     settings = config.load({"GAZE_BACKEND": "comfyui", "GAZE_COMFYUI_URL": "http://gpu-3:8188/",
@@ -101,6 +101,8 @@ def test_settings_and_the_factory():
     assert (backend.url, backend.ws_url) == ("http://gpu-3:8188", "ws://gpu-3:8188/ws")
     assert (backend.timeout_seconds, backend.retry_seconds, backend.poll_seconds) == (90.0, 12.0, 0.5)
     assert backend.workflow.source == str(DEFAULT_WORKFLOW)
+    # GAZE_JOB_TIMEOUT_SECONDS is the one limit of every backend; the old ComfyUI name still works
+    assert config.load({"GAZE_JOB_TIMEOUT_SECONDS": "30", "GAZE_COMFYUI_TIMEOUT_SECONDS": "90"}).job_timeout_seconds == 30
     assert ComfyUIBackend("https://comfy.example/base").ws_url == "wss://comfy.example/base/ws"
     with pytest.raises(ValueError, match="must be an http"):
         ComfyUIBackend("gpu-3:8188")

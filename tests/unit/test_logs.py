@@ -150,7 +150,7 @@ def test_bound_fields_reach_lines_logged_inside_the_block_and_an_os_thread_run_i
     log = logging.getLogger("services.generator.backends.comfyui")
     with logs.fields(job_id=JOB_ID, replica="gen-a", attempt=1):
         log.info("prompt %s: submitted", "p1")
-        context = contextvars.copy_context()   # what BackendRunner.run hands the backend's thread
+        context = contextvars.copy_context()   # how a backend's own thread keeps the job's fields
         thread = threading.Thread(target=context.run, args=(log.info, "prompt %s: done", "p1"))
         thread.start()
         thread.join()

@@ -13,9 +13,15 @@ What ComfyUI does that this code has to respect:
 - execution_success is sent *before* the history entry is written: the entry is awaited briefly;
 - a timed-out job cancels only its own prompt: POST /queue {"delete": [id]} while it waits,
   POST /interrupt {"prompt_id": id} while it runs, and nothing when it is no longer in the queue;
-- a dropped websocket falls back to polling /history (and to /queue, to notice a prompt the server lost).
+- a dropped websocket falls back to polling /history (and to /queue, to notice a prompt the server lost:
+  after a ComfyUI restart the job's prompt is submitted again, up to MAX_SUBMISSIONS times).
 
-`generate` runs on a real OS thread (see services/generator/runner.py) and blocks there.
+`generate` runs in the replica's worker process (services/generator/worker.py), on a thread of its own per
+job: the backend is `pipelined`, so the next job's prompt waits in ComfyUI's own queue while the current one
+runs and the GPU never waits for GAZE between two prompts. A job is `started` (and its time limit counts)
+from ComfyUI's execution_start for its prompt, not from its submission. Every prompt_id is reported to the
+replica (JobContext.submitted) before it is sent, so a replica that kills its worker removes the prompts
+itself (`remove_orphans`).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import copy
 import io
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -36,8 +43,9 @@ import requests
 import websocket
 from PIL import Image
 
-from services.generator.backends import BackendError, GeneratedImage
-from services.generator.backends.preview import encode_png, png_metadata
+from services.generator.backends.base import (
+    BackendError, GeneratedImage, JobCancelled, as_context, encode_png, png_metadata,
+)
 
 BACKEND_NAME = "comfyui"
 WORKFLOWS_DIR = Path(__file__).with_name("workflows")
@@ -58,12 +66,9 @@ WS_CLOSE = websocket.ABNF.OPCODE_CLOSE
 WS_TEXT = websocket.ABNF.OPCODE_TEXT
 MAX_WS_RECONNECTS = 5
 MAX_BACKOFF = 5.0
+MAX_SUBMISSIONS = 3         # a prompt ComfyUI lost (a restart) is submitted again, this often in all
 
 log = logging.getLogger(__name__)
-
-
-def _noop(value, maximum):
-    pass
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,6 +185,7 @@ def _read_json(path: Path, what: str):
 
 class ComfyUIBackend:
     name = BACKEND_NAME
+    pipelined = True
 
     def __init__(self, url: str, workflow=None, *, timeout_seconds: float = 600.0, retry_seconds: float = 30.0,
                  poll_seconds: float = 1.0):
@@ -188,7 +194,7 @@ class ComfyUIBackend:
             raise ValueError(f"GAZE_COMFYUI_URL must be an http(s) URL, not {url!r}")
         self.workflow = workflow if isinstance(workflow, Workflow) else Workflow.load(workflow or DEFAULT_WORKFLOW)
         if timeout_seconds <= 0 or retry_seconds < 0 or poll_seconds <= 0:
-            raise ValueError("GAZE_COMFYUI_TIMEOUT_SECONDS and GAZE_COMFYUI_POLL_SECONDS must be positive, "
+            raise ValueError("GAZE_JOB_TIMEOUT_SECONDS and GAZE_COMFYUI_POLL_SECONDS must be positive, "
                              "GAZE_COMFYUI_RETRY_SECONDS at least 0")
         self.timeout_seconds = float(timeout_seconds)
         self.retry_seconds = float(retry_seconds)
@@ -197,7 +203,7 @@ class ComfyUIBackend:
     @classmethod
     def from_settings(cls, settings) -> "ComfyUIBackend":
         return cls(settings.comfyui_url, settings.comfyui_workflow or None,
-                   timeout_seconds=settings.comfyui_timeout_seconds,
+                   timeout_seconds=settings.job_timeout_seconds,
                    retry_seconds=settings.comfyui_retry_seconds,
                    poll_seconds=settings.comfyui_poll_seconds)
 
@@ -207,10 +213,32 @@ class ComfyUIBackend:
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path + "/ws", "", ""))
 
-    def generate(self, spec, on_progress=_noop) -> GeneratedImage:
+    def generate(self, spec, job=None) -> GeneratedImage:
         if spec.seed is None:   # the jobs service always sets one; a direct caller might not
             spec = spec.model_copy(update={"seed": random.getrandbits(50)})
-        return _Run(self, spec, on_progress).run()
+        return _Run(self, spec, as_context(job)).run()
+
+    @classmethod
+    def remove_orphans(cls, settings, prompt_ids) -> str:
+        """Remove the prompts a killed worker left on ComfyUI: delete the queued ones, interrupt the running
+        one (by its own prompt_id only). Runs in the replica's eventlet process: plain `requests` calls."""
+        url = settings.comfyui_url.rstrip("/")
+        wanted = set(prompt_ids)
+        try:
+            response = requests.get(f"{url}/queue", timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT))
+            response.raise_for_status()
+            running, pending = _queue_ids(response.json())
+            queued = sorted(wanted & pending)
+            if queued:
+                requests.post(f"{url}/queue", json={"delete": queued},
+                              timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT)).raise_for_status()
+            for prompt_id in sorted(wanted & running):
+                requests.post(f"{url}/interrupt", json={"prompt_id": prompt_id},
+                              timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT)).raise_for_status()
+        except (requests.RequestException, ValueError, AttributeError) as exc:
+            return f"ComfyUI did not answer ({_reason(exc)}); they may still run there"
+        return (f"{len(queued)} removed from ComfyUI's queue, {len(wanted & running)} interrupted, "
+                f"{len(wanted - pending - running)} already finished")
 
     def checkpoints(self) -> list[str]:
         """The checkpoints installed on the ComfyUI node (the choices of the template's checkpoint input).
@@ -320,6 +348,10 @@ class _Unreachable(Exception):
     """ComfyUI did not answer (connection refused, reset, proxy 502/503/504)."""
 
 
+class _PromptLost(BackendError):
+    """ComfyUI answers but knows nothing of our prompt any more (it restarted): submit it again."""
+
+
 # --------------------------------------------------------------------------------------------------
 # one job
 
@@ -328,7 +360,7 @@ class _Unreachable(Exception):
 class _Run:
     backend: ComfyUIBackend
     spec: object
-    on_progress: object
+    job: object         # the JobContext
     client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -341,17 +373,26 @@ class _Run:
         self.submitted = False      # the prompt is on the server ...
         self.settled = False        # ... and has ended there (or is known gone): nothing to cancel
         self.outputs = {}           # from `executed` events, should /history lose the entry
-        self.started = time.monotonic()
-        self.deadline = self.started + self.backend.timeout_seconds
-        self.last_contact = self.started
+        self.created = time.monotonic()
+        self.started = None
+        self.deadline = math.inf    # until ComfyUI starts the prompt: waiting in its queue costs no limit
+        self.last_contact = self.created
 
     # ---- the whole job
 
     def run(self) -> GeneratedImage:
         try:
-            self._submit()
-            entry = self._follow()
-            return self._result(entry)
+            for submission in range(1, MAX_SUBMISSIONS + 1):
+                self._submit()
+                try:
+                    entry = self._follow()
+                except _PromptLost as exc:
+                    if submission == MAX_SUBMISSIONS:
+                        raise BackendError(f"{exc}; gave up after submitting it {submission} times") from None
+                    log.warning("%s; submitting it again", exc)
+                    self._forget_prompt()
+                    continue
+                return self._result(entry)
         except BaseException:
             if self.submitted and not self.settled:
                 outcome = self._cancel()
@@ -365,6 +406,7 @@ class _Run:
 
     def _submit(self):
         body = {"prompt": self.graph, "client_id": self.client_id, "prompt_id": self.prompt_id}
+        self.job.submitted(self.prompt_id)      # before it is sent: the answer may be lost on the way
         give_up = min(time.monotonic() + self.backend.retry_seconds, self.deadline)
         delay = min(0.25, max(0.01, self.backend.retry_seconds / 8))
         attempts = 0
@@ -383,7 +425,7 @@ class _Run:
                 if now + delay > give_up:
                     raise BackendError(
                         f"ComfyUI at {self.url} is unreachable: {exc} (tried {attempts} times over "
-                        f"{now - self.started:.1f}s)") from None
+                        f"{now - self.created:.1f}s)") from None
                 log.warning("ComfyUI at %s unreachable (%s); retrying in %.2fs", self.url, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -394,7 +436,9 @@ class _Run:
             except ValueError:
                 answer = {}
             answer = answer if isinstance(answer, dict) else {}
-            self.prompt_id = str(answer.get("prompt_id") or self.prompt_id)
+            if str(answer.get("prompt_id") or self.prompt_id) != self.prompt_id:
+                self.prompt_id = str(answer["prompt_id"])
+                self.job.submitted(self.prompt_id)
             if answer.get("node_errors"):
                 log.warning("prompt %s: ComfyUI accepted it with node errors: %s", self.prompt_id,
                             _shorten(json.dumps(answer["node_errors"]), 500))
@@ -447,6 +491,10 @@ class _Run:
             now = time.monotonic()
             if now >= self.deadline:
                 self._time_out()
+            if self.job.cancelled():
+                outcome = self._cancel()
+                self.settled = True
+                raise JobCancelled(f"cancelled; its prompt was {outcome}")
             if self.ws is not None:
                 event = self._receive(min(self.deadline - now, poll))
                 if event is not None:
@@ -459,13 +507,14 @@ class _Run:
                 # a quiet socket is normal (a slow node, a long queue): look at the server now and then
             entry = self._history()
             if entry is not None:
+                self._mark_started()
                 self._drain()
                 return self._settle_from_history(entry)
             misses = misses + 1 if self._lost() else 0
             if misses >= 2:
                 self.settled = True
-                raise BackendError(f"ComfyUI at {self.url} lost prompt {self.prompt_id}: it is neither "
-                                   f"queued, running nor in its history (was the server restarted?)")
+                raise _PromptLost(f"ComfyUI at {self.url} lost prompt {self.prompt_id}: it is neither "
+                                  f"queued, running nor in its history (was the server restarted?)")
             if self.ws is None:
                 time.sleep(max(0.0, min(poll, self.deadline - time.monotonic())))
                 if self.ws_reconnects < MAX_WS_RECONNECTS:
@@ -479,10 +528,14 @@ class _Run:
             return None
         if data.get("prompt_id") not in (None, self.prompt_id):
             return None     # our socket only gets our prompt's events, but be sure
-        if kind == "progress":
+        self.job.alive()
+        if kind == "execution_start":
+            self._mark_started()
+        elif kind == "progress":
             value, maximum = data.get("value"), data.get("max")
             if isinstance(value, (int, float)) and isinstance(maximum, (int, float)):
-                self.on_progress(int(value), int(maximum))
+                self._mark_started()
+                self.job.progress(int(value), int(maximum))
         elif kind == "executed":
             output = data.get("output")
             if isinstance(output, dict) and data.get("node") is not None:
@@ -498,6 +551,19 @@ class _Run:
             self.settled = True
             return self._await_history()
         return None
+
+    def _forget_prompt(self):
+        """ComfyUI lost the prompt (it restarted): the same job goes in again under a new prompt_id."""
+        self.prompt_id = str(uuid.uuid4())
+        self.submitted = self.settled = False
+        self.outputs = {}
+
+    def _mark_started(self):
+        """ComfyUI began our prompt: the job turns `processing` and its time limit starts now."""
+        if self.started is None:
+            self.started = time.monotonic()
+            self.deadline = self.started + self.backend.timeout_seconds
+            self.job.started()
 
     def _drain(self):
         """Relay the progress still waiting on the socket when /history already says the prompt is done."""
@@ -545,8 +611,8 @@ class _Run:
     def _time_out(self):
         outcome = self._cancel()
         self.settled = True
-        raise BackendError(f"the job exceeded its time limit of {self.backend.timeout_seconds:g}s on ComfyUI "
-                           f"(GAZE_COMFYUI_TIMEOUT_SECONDS); its prompt was {outcome}")
+        raise BackendError(f"the job exceeded its time limit of {self.backend.timeout_seconds:g} s "
+                           f"(GAZE_JOB_TIMEOUT_SECONDS) and was stopped; its prompt was {outcome}")
 
     def _cancel(self) -> str:
         """Stop our prompt — and only ours: delete it while it waits, interrupt it while it runs."""
@@ -568,6 +634,8 @@ class _Run:
             running, pending = self._queue()
         except (_Unreachable, requests.RequestException, ValueError):
             return False
+        if self.prompt_id in running:
+            self._mark_started()
         return self.prompt_id not in running and self.prompt_id not in pending and self._history() is None
 
     # ---- the finished picture
@@ -586,7 +654,7 @@ class _Run:
         except Exception as exc:  # Pillow raises many kinds for a bad file
             raise BackendError(f"ComfyUI returned an image GAZE cannot read ({params['filename']!r}: {exc})") from None
         metadata = png_metadata(self.spec, BACKEND_NAME)
-        log.info("prompt %s: done in %.2fs (%s)", self.prompt_id, time.monotonic() - self.started,
+        log.info("prompt %s: done in %.2fs (%s)", self.prompt_id, time.monotonic() - (self.started or self.created),
                  params["filename"])
         return GeneratedImage(encode_png(image, metadata), image.width, image.height, metadata)
 
@@ -633,6 +701,7 @@ class _Run:
             return None
         if response.status_code != 200:
             return None
+        self.job.alive()    # ComfyUI answered about our prompt
         try:
             entry = response.json().get(self.prompt_id)
         except (ValueError, AttributeError):
@@ -642,12 +711,7 @@ class _Run:
     def _queue(self) -> tuple[set, set]:
         response = self._request("GET", "/queue", timeout=PROBE_TIMEOUT)
         response.raise_for_status()
-        data = response.json()
-
-        def ids(items):
-            return {str(item[1]) for item in items or [] if isinstance(item, list) and len(item) > 1}
-
-        return ids(data.get("queue_running")), ids(data.get("queue_pending"))
+        return _queue_ids(response.json())
 
     def _open_ws(self):
         try:
@@ -691,6 +755,14 @@ class _Run:
             except Exception:
                 pass
             self.ws = None
+
+
+def _queue_ids(data) -> tuple[set, set]:
+    """(running, pending) prompt ids of a /queue answer."""
+    def ids(items):
+        return {str(item[1]) for item in items or [] if isinstance(item, list) and len(item) > 1}
+
+    return ids(data.get("queue_running")), ids(data.get("queue_pending"))
 
 
 def _installed(input_config) -> str:

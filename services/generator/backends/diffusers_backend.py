@@ -18,8 +18,9 @@ SDXL and its fine-tunes such as Illustrious). When that directory is missing, th
 the directory on a machine with network access; copy it to the GPU node.
 
 The loaded pipeline stays in memory between jobs: one at a time, replaced when a job asks for another
-checkpoint. `generate` runs on a tpool OS thread (see runner.py); a lock keeps two jobs from sharing the
-pipeline at once.
+checkpoint. `generate` runs in the replica's worker process (services/generator/worker.py), a plain
+interpreter without eventlet; a lock keeps two jobs from sharing the pipeline at once. Each sampling step
+reports progress (the worker's sign of life) and stops the job when the replica cancelled it.
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from services.generator.backends import BackendError, GeneratedImage
-from services.generator.backends.preview import encode_png, png_metadata
+from services.generator.backends.base import (
+    BackendError, GeneratedImage, JobCancelled, as_context, encode_png, png_metadata,
+)
 
 BACKEND_NAME = "diffusers"
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -74,18 +76,19 @@ KARRAS_SUFFIX = "_karras"
 SAMPLER_NEEDS = {"lms": "scipy", "dpmpp_sde": "torchsde"}
 
 
-def _noop(value, maximum):
-    pass
-
-
 def _real_lock():
-    """An OS lock even where eventlet has monkey-patched `threading`: generate runs on tpool threads."""
+    """An OS lock even where eventlet has monkey-patched `threading` (a test calling the backend directly)."""
     try:
         from eventlet import patcher
         return patcher.original("threading").Lock()
-    except ImportError:  # the GPU bench imports this module without eventlet
+    except ImportError:  # the worker process and the GPU bench never import eventlet
         import threading
         return threading.Lock()
+
+
+# diffusers imports its classes lazily, on first attribute access; two threads of the worker (a job and a
+# health check) doing that at once can find a half-imported module
+_LAZY_IMPORT = _real_lock()
 
 
 def _torch():
@@ -110,6 +113,7 @@ class DiffusersBackend:
     """`loader(path, device, dtype) -> pipeline` replaces the single-file loader (tests, the GPU bench)."""
 
     name = BACKEND_NAME
+    pipelined = False
 
     def __init__(self, models_dir, config_dir=None, device="", dtype="", loader=None):
         self.models_dir = Path(models_dir)
@@ -192,7 +196,8 @@ class DiffusersBackend:
         return True, (f"diffusers {diffusers.__version__}, torch {torch.__version__} on {where}; "
                       f"models in {self.models_dir}; pipeline configs: {configs}; loaded: {loaded}")
 
-    def generate(self, spec, on_progress=_noop) -> GeneratedImage:
+    def generate(self, spec, job=None) -> GeneratedImage:
+        job = as_context(job)
         path = self.resolve_checkpoint(spec.checkpoint)
         scheduler_class, overrides = self._sampler(spec.sampler)   # refuse an unknown sampler before loading
         torch = _torch()
@@ -200,7 +205,7 @@ class DiffusersBackend:
             pipe = self._pipeline(spec.checkpoint, path)
             pipe.scheduler = self._scheduler(scheduler_class, overrides, spec.sampler)
             try:
-                image = self._run(pipe, spec, on_progress)
+                image = self._run(pipe, spec, job)
             except torch.cuda.OutOfMemoryError:
                 self._free_cuda()
                 raise BackendError(f"out of GPU memory generating {spec.width}x{spec.height} with "
@@ -266,7 +271,8 @@ class DiffusersBackend:
         repo_id = reference_repo(model_type)
         config = self.local_config(repo_id)
         class_name = _pipeline_class_name(config) or class_name
-        pipeline_class = getattr(diffusers, class_name)
+        with _LAZY_IMPORT:
+            pipeline_class = getattr(diffusers, class_name)
         expected = inspect.signature(pipeline_class.__init__).parameters
         extra = {name: None for name in OPTIONAL_COMPONENTS if name in expected}
         if "requires_safety_checker" in expected:
@@ -312,7 +318,8 @@ class DiffusersBackend:
     def _scheduler(self, class_name, overrides, sampler):
         diffusers = _diffusers()
         try:
-            cls = getattr(diffusers, class_name)
+            with _LAZY_IMPORT:
+                cls = getattr(diffusers, class_name)
             if "use_karras_sigmas" in overrides and \
                     "use_karras_sigmas" not in inspect.signature(cls.__init__).parameters:
                 raise BackendError(f"sampler {sampler!r}: {class_name} has no Karras sigmas")
@@ -326,7 +333,7 @@ class DiffusersBackend:
 
     # ---- running ------------------------------------------------------------------------------------
 
-    def _run(self, pipe, spec, on_progress):
+    def _run(self, pipe, spec, job):
         torch = _torch()
         seed = 0 if spec.seed is None else int(spec.seed) % 2**64
         # noise comes from a CPU generator, so a seed gives the same starting noise on every machine
@@ -335,7 +342,9 @@ class DiffusersBackend:
 
         def step_end(pipeline, step, timestep, callback_kwargs):
             steps = getattr(pipeline, "_num_timesteps", None) or total
-            on_progress(step + 1, steps)
+            job.progress(step + 1, steps)
+            if job.cancelled():
+                raise JobCancelled("cancelled")
             return callback_kwargs
 
         with torch.inference_mode():

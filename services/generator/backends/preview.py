@@ -7,49 +7,18 @@ checkpoint) → the same pixels and the same PNG bytes; another seed → another
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from PIL.PngImagePlugin import PngInfo
 
-from services.generator.backends import GeneratedImage
+from services.generator.backends.base import GeneratedImage, as_context, encode_png, png_metadata
 
 BACKEND_NAME = "preview"
 
 
 def _noop(value, maximum):
     pass
-
-
-def png_metadata(spec, backend_name) -> dict:
-    """The parameters written into the PNG's text chunks (also by the GPU backends)."""
-    return {
-        "prompt": spec.prompt,
-        "negative_prompt": spec.negative,
-        "seed": str(spec.seed),
-        "width": str(spec.width),
-        "height": str(spec.height),
-        "checkpoint": spec.checkpoint,
-        "steps": str(spec.steps),
-        "cfg": str(spec.cfg),
-        "sampler": spec.sampler,
-        "preset": spec.preset_slug,
-        "backend": backend_name,
-        "parameters": (f"{spec.prompt}\nNegative prompt: {spec.negative}\nSteps: {spec.steps}, "
-                       f"Sampler: {spec.sampler}, CFG scale: {spec.cfg}, Seed: {spec.seed}, "
-                       f"Size: {spec.width}x{spec.height}, Model: {spec.checkpoint}"),
-    }
-
-
-def encode_png(image: Image.Image, metadata: dict) -> bytes:
-    info = PngInfo()
-    for key, value in metadata.items():
-        info.add_itxt(key, value)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=1)
-    return buffer.getvalue()
 
 
 def _rng(spec) -> random.Random:
@@ -100,6 +69,7 @@ def _caption(image, spec):
 
 class PreviewBackend:
     name = BACKEND_NAME
+    pipelined = False
 
     def __init__(self, checkpoints=None):
         self._checkpoints = list(checkpoints) if checkpoints is not None else []
@@ -111,6 +81,11 @@ class PreviewBackend:
     def health(self) -> tuple[bool, str]:
         return True, "preview backend"
 
-    def generate(self, spec, on_progress=_noop) -> GeneratedImage:
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(settings.checkpoints)
+
+    def generate(self, spec, job=None) -> GeneratedImage:
+        job = as_context(job)
         metadata = png_metadata(spec, self.name)
-        return GeneratedImage(encode_png(render(spec, on_progress), metadata), spec.width, spec.height, metadata)
+        return GeneratedImage(encode_png(render(spec, job.progress), metadata), spec.width, spec.height, metadata)
