@@ -2,6 +2,11 @@
 """Scaling with generator replicas (issue 5, benchmark 1): throughput and efficiency for R replicas.
 
     .venv/bin/python bench/scaling.py [--replicas 1 2 4 8] [--jobs 500] [--gpu-seconds 0.2] [--markdown FILE]
+    .venv/bin/python bench/scaling.py --replicas 4 8 --rounds 3 --peer celery    # with the Celery peer
+
+With --peer celery (pip install -e '.[bench]'), each round also runs the same jobs through a plain Celery
+pool of R workers (bench/celery_peer.py), GAZE and Celery alternating which goes first, and the medians
+over the rounds are compared.
 
 For each R: an isolated stack (own database, vhost, port; see bench/stack.py) whose R generator
 processes run the `simulated` backend, which blocks its thread for exactly T = --gpu-seconds per job, as
@@ -78,9 +83,32 @@ def main():
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--gpu-seconds", type=float, default=0.2)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--peer", choices=["celery"], help="also run the Celery peer in every round")
     parser.add_argument("--markdown")
     args = parser.parse_args()
-    results = [run(r, args.jobs, args.gpu_seconds) for r in args.replicas]
+    results, peer_lines = [], []
+    for replicas in args.replicas:
+        gaze_runs, peer_runs = [], []
+        for n in range(args.rounds):
+            ways = ["gaze", "peer"] if args.peer else ["gaze"]
+            for way in (ways if n % 2 == 0 else ways[::-1]):
+                if way == "gaze":
+                    gaze_runs.append(run(replicas, args.jobs, args.gpu_seconds))
+                    log(f"R={replicas} round {n + 1}: GAZE {gaze_runs[-1]['efficiency']:.3f}")
+                else:
+                    from bench.celery_peer import run as run_celery
+
+                    peer_runs.append(run_celery(replicas, args.jobs, args.gpu_seconds))
+                    log(f"R={replicas} round {n + 1}: Celery {peer_runs[-1]['efficiency']:.3f}")
+        gaze_runs.sort(key=lambda r: r["efficiency"])
+        results.append(gaze_runs[len(gaze_runs) // 2])      # the median round
+        if peer_runs:
+            gaze_eff = [r["efficiency"] for r in gaze_runs]
+            peer_eff = sorted(r["efficiency"] for r in peer_runs)
+            peer_lines.append(f"| {replicas} | {', '.join(f'{e:.3f}' for e in gaze_eff)} | "
+                              f"**{statistics.median(gaze_eff):.3f}** | {', '.join(f'{e:.3f}' for e in peer_eff)} | "
+                              f"**{statistics.median(peer_eff):.3f}** |")
     machine = machine_description()
     lines = [f"Machine: {machine['nproc']} cores ({machine['cpu_model']}), {machine['memory_gib']} GiB,"
              f" RabbitMQ {machine['rabbitmq']}, PostgreSQL {machine['postgresql']}; load average at start"
@@ -97,6 +125,11 @@ def main():
     for r in results:
         lines.append(f"| {r['replicas']} | {r['first_start_ms']:.0f} ms | {r['submit_seconds']:.2f} s"
                      f" | {r['tail_ms']:.0f} ms | {r['busy']:.3f} |")
+    if peer_lines:
+        lines += ["", f"Against a plain Celery pool ({args.rounds} alternating rounds; efficiency of each round, "
+                      "sorted, and the median; the tables above show GAZE's median round):", "",
+                  "| R | GAZE rounds | GAZE median | Celery rounds | Celery median |", "|---|---|---|---|---|",
+                  *peer_lines]
     publish("\n".join(lines), args.markdown)
 
 
