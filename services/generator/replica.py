@@ -35,6 +35,7 @@ class GpuWorker(DependencyProvider):
         self.settings = from_nameko(self.container.config)
         self.replica = replica_name(self.settings)
         self._changed = Event()
+        self._last_state = "starting"
         self.supervisor = WorkerSupervisor(self.settings, self.replica, on_state=self._on_state)
         self._health = (False, "not checked yet", None)
         self._threads = []
@@ -62,7 +63,12 @@ class GpuWorker(DependencyProvider):
     # ---- the truth, as an event
 
     def _on_state(self, state, detail):
-        level = logging.INFO if state in SERVING or state in ("starting", "stopped") else logging.ERROR
+        # idle <-> busy flips with every job: worth an event, not a log line
+        if state in SERVING:
+            level = logging.DEBUG if self._last_state in SERVING else logging.INFO
+        else:
+            level = logging.INFO if state in ("starting", "stopped") else logging.ERROR
+        self._last_state = state
         log.log(level, "replica %s is %s: %s", self.replica, state, detail, extra={"replica": self.replica})
         if not self._changed.ready():
             self._changed.send(True)

@@ -1,5 +1,9 @@
 """The ComfyUI backend: each generator replica drives one ComfyUI server over its HTTP and websocket API.
 
+Three parts: the workflow template and its mapping (comfyui_workflow.py), talking to the server
+(comfyui_transport.py), and, here, the backend and one prompt's lifecycle (`_Run`: submit, follow,
+settle, fetch the picture, cancel).
+
 A job fills a workflow template in ComfyUI's API format (what "Save (API format)" exports) with the spec's
 values, at the node inputs its mapping file names (`<template>.mapping.json` next to `<template>.json`),
 submits it with POST /prompt under a client id of its own, follows it on /ws?clientId=…, reads the
@@ -25,158 +29,36 @@ itself (`remove_orphans`).
 """
 from __future__ import annotations
 
-import copy
 import io
 import json
 import logging
 import math
-import os
 import random
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
-import websocket
 from PIL import Image
 
 from services.generator.backends.base import (
     BackendError, GeneratedImage, JobCancelled, as_context, encode_png, png_metadata,
 )
+from services.generator.backends.comfyui_transport import (  # noqa: F401  (the transport's names, re-exported)
+    CONNECT_TIMEOUT, PROBE_TIMEOUT, Transport, _combo_options, _describe_devices, _queue_ids,
+    _reason, _shorten, _Unreachable,
+)
+from services.generator.backends.comfyui_workflow import (  # noqa: F401  (re-exported for callers)
+    DEFAULT_WORKFLOW, EXPECTED_FIELDS, MAPPABLE_FIELDS, WORKFLOWS_DIR, Workflow, mapping_path,
+)
 
 BACKEND_NAME = "comfyui"
-WORKFLOWS_DIR = Path(__file__).with_name("workflows")
-DEFAULT_WORKFLOW = WORKFLOWS_DIR / "txt2img_sdxl.json"
-
-# GenerationSpec fields a mapping may route into the graph, and the JSON type each is sent as.
-MAPPABLE_FIELDS = {
-    "checkpoint": str, "prompt": str, "negative": str, "seed": int, "width": int, "height": int,
-    "steps": int, "cfg": float, "sampler": str, "preset_slug": str, "preset_name": str,
-}
-# Worth a warning when a template leaves them out: the job's parameters would be silently ignored.
-EXPECTED_FIELDS = ("checkpoint", "prompt", "negative", "seed", "width", "height", "steps", "cfg", "sampler")
-
-CONNECT_TIMEOUT = 5.0       # seconds to open one TCP connection
-READ_TIMEOUT = 30.0         # seconds to wait for one HTTP answer
-PROBE_TIMEOUT = 5.0         # health() and checkpoints(): quick, no retries
-WS_CLOSE = websocket.ABNF.OPCODE_CLOSE
-WS_TEXT = websocket.ABNF.OPCODE_TEXT
 MAX_WS_RECONNECTS = 5
 MAX_BACKOFF = 5.0
 MAX_SUBMISSIONS = 3         # a prompt ComfyUI lost (a restart) is submitted again, this often in all
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------------
-# the workflow template and its mapping
-
-
-def mapping_path(workflow_path: Path) -> Path:
-    """`x/txt2img.json` → `x/txt2img.mapping.json`."""
-    name = workflow_path.name
-    stem = name[:-len(".json")] if name.endswith(".json") else name
-    return workflow_path.with_name(stem + ".mapping.json")
-
-
-@dataclass(frozen=True)
-class Workflow:
-    graph: dict
-    mapping: dict                       # field -> ((node id, input name), ...)
-    output_node: str | None = None
-    source: str = "<memory>"
-
-    @classmethod
-    def load(cls, path) -> "Workflow":
-        """Read and check a template and its mapping file; a broken pair is a configuration error
-        (ValueError), found when the generator starts rather than on every job."""
-        path = Path(path)
-        graph = _read_json(path, "workflow template")
-        mapping = _read_json(mapping_path(path), "workflow mapping")
-        return cls.from_dicts(graph, mapping, source=str(path))
-
-    @classmethod
-    def from_dicts(cls, graph, mapping, source="<memory>") -> "Workflow":
-        if not isinstance(graph, dict) or not graph:
-            raise ValueError(f"{source}: the workflow template must be a JSON object of nodes")
-        if "nodes" in graph and "links" in graph:
-            raise ValueError(f"{source}: this is a UI-format workflow; export it from ComfyUI with "
-                             f"\"Save (API format)\" instead")
-        for node_id, node in graph.items():
-            if not isinstance(node, dict) or "class_type" not in node or not isinstance(node.get("inputs"), dict):
-                raise ValueError(f"{source}: node {node_id!r} is not an API-format node "
-                                 f"({{\"class_type\": ..., \"inputs\": {{...}}}})")
-        if not isinstance(mapping, dict):
-            raise ValueError(f"{source}: the mapping must be a JSON object")
-        targets, output_node = {}, None
-        for key, value in mapping.items():
-            if key.startswith("_"):
-                continue
-            if key == "output_node":
-                output_node = str(value)
-                if output_node not in graph:
-                    raise ValueError(f"{source}: output_node {output_node!r} is not a node of the template")
-                continue
-            if key not in MAPPABLE_FIELDS:
-                raise ValueError(f"{source}: unknown mapping key {key!r}; use {', '.join(MAPPABLE_FIELDS)} "
-                                 f"or output_node")
-            if (not isinstance(value, list) or not value
-                    or not all(isinstance(t, list) and len(t) == 2 for t in value)):
-                raise ValueError(f"{source}: mapping {key!r} must be a list of [node id, input name] pairs")
-            pairs = []
-            for node_id, input_name in value:
-                node_id = str(node_id)
-                node = graph.get(node_id)
-                if node is None:
-                    raise ValueError(f"{source}: mapping {key!r} names node {node_id!r}, which the template "
-                                     f"does not have")
-                if input_name not in node["inputs"]:
-                    raise ValueError(f"{source}: mapping {key!r} names input {input_name!r} of node {node_id} "
-                                     f"({node['class_type']}), which has no such input")
-                if isinstance(node["inputs"][input_name], list):
-                    raise ValueError(f"{source}: mapping {key!r} names input {input_name!r} of node {node_id} "
-                                     f"({node['class_type']}), which is linked to another node; map that node")
-                pairs.append((node_id, input_name))
-            targets[key] = tuple(pairs)
-        if "prompt" not in targets:
-            raise ValueError(f"{source}: the mapping must route 'prompt' to at least one node input")
-        missing = [name for name in EXPECTED_FIELDS if name not in targets]
-        if missing:
-            log.warning("%s: the mapping does not route %s; those job parameters will be ignored",
-                        source, ", ".join(missing))
-        return cls(graph=graph, mapping=targets, output_node=output_node, source=source)
-
-    def fill(self, spec) -> dict:
-        """A copy of the template with the spec's values at the mapped inputs."""
-        graph = copy.deepcopy(self.graph)
-        for key, pairs in self.mapping.items():
-            value = MAPPABLE_FIELDS[key](getattr(spec, key))
-            for node_id, input_name in pairs:
-                graph[node_id]["inputs"][input_name] = value
-        return graph
-
-    def checkpoint_input(self) -> tuple[str, str]:
-        """(node class, input name) where the checkpoint goes: where ComfyUI lists the installed ones."""
-        pairs = self.mapping.get("checkpoint")
-        if not pairs:
-            return "CheckpointLoaderSimple", "ckpt_name"
-        node_id, input_name = pairs[0]
-        return self.graph[node_id]["class_type"], input_name
-
-    def class_types(self) -> list[str]:
-        return sorted({node["class_type"] for node in self.graph.values()})
-
-
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{what} {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{what} {path} is not readable JSON: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,60 +174,8 @@ class ComfyUIBackend:
         return True, f"{where}; devices: {_describe_devices(devices)}"
 
 
-def _describe_devices(devices) -> str:
-    described = []
-    for device in devices:
-        if not isinstance(device, dict):
-            continue
-        name = device.get("name") or device.get("type") or "?"
-        total, free = device.get("vram_total"), device.get("vram_free")
-        if isinstance(total, (int, float)) and total > 0 and isinstance(free, (int, float)):
-            name += f" ({free / 2**30:.1f}/{total / 2**30:.1f} GiB free)"
-        described.append(name)
-    return ", ".join(described) or "none reported"
 
 
-def _combo_options(spec):
-    """The choices of a combo input, in the old ([choices], {...}) and the newer ("COMBO", {options}) form."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return spec[0]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        options = spec[1].get("options")
-        return options if isinstance(options, list) else None
-    return None
-
-
-_ERRNO = re.compile(r"\[Errno (-?\d+)\] ([^'\")\]]+)")
-
-
-def _reason(exc) -> str:
-    """A short cause ("Connection refused") instead of urllib3's nested repr."""
-    text = str(exc)
-    found = _ERRNO.search(text)
-    if found:
-        code = int(found.group(1))
-        # eventlet's green sockets say "ECONNREFUSED" where the OS says "Connection refused"
-        return os.strerror(code) if code > 0 else found.group(2).strip()
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connection timed out"
-    if isinstance(exc, requests.ReadTimeout):
-        return "no answer in time"
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code}"
-    if "Name or service not known" in text or "nodename nor servname" in text:
-        return "unknown host"
-    return _shorten(text or type(exc).__name__, 200)
-
-
-def _shorten(text, limit=300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-class _Unreachable(Exception):
-    """ComfyUI did not answer (connection refused, reset, proxy 502/503/504)."""
 
 
 class _PromptLost(BackendError):
@@ -357,7 +187,7 @@ class _PromptLost(BackendError):
 
 
 @dataclass
-class _Run:
+class _Run(Transport):
     backend: ComfyUIBackend
     spec: object
     job: object         # the JobContext
@@ -672,97 +502,8 @@ class _Run:
         raise BackendError(f"the ComfyUI workflow {self.backend.workflow.source} finished without an image "
                            f"(it needs a SaveImage node)")
 
-    # ---- HTTP and websocket plumbing
-
-    def _request(self, method, path, timeout=READ_TIMEOUT, **kwargs) -> requests.Response:
-        """One HTTP call; _Unreachable when ComfyUI does not answer, else the response (any status)."""
-        remaining = max(0.5, self.deadline - time.monotonic())
-        try:
-            response = self.http.request(method, self.url + path, timeout=(CONNECT_TIMEOUT, min(timeout, remaining)),
-                                         **kwargs)
-        except requests.ConnectionError as exc:
-            raise _Unreachable(_reason(exc)) from None
-        except requests.Timeout as exc:
-            raise BackendError(f"ComfyUI at {self.url} did not answer {method} {path} in time "
-                               f"({_reason(exc)})") from None
-        if response.status_code in (502, 503, 504):
-            raise _Unreachable(f"HTTP {response.status_code}")
-        self.last_contact = time.monotonic()
-        return response
-
-    def _history(self) -> dict | None:
-        """Our history entry, or None while there is none. ComfyUI going away mid-job is tolerated for
-        GAZE_COMFYUI_RETRY_SECONDS since it last answered."""
-        try:
-            response = self._request("GET", f"/history/{quote(self.prompt_id, safe='')}")
-        except _Unreachable as exc:
-            if time.monotonic() - self.last_contact > self.backend.retry_seconds:
-                raise BackendError(f"ComfyUI at {self.url} became unreachable during the job: {exc}") from None
-            return None
-        if response.status_code != 200:
-            return None
-        self.job.alive()    # ComfyUI answered about our prompt
-        try:
-            entry = response.json().get(self.prompt_id)
-        except (ValueError, AttributeError):
-            return None
-        return entry if isinstance(entry, dict) else None
-
-    def _queue(self) -> tuple[set, set]:
-        response = self._request("GET", "/queue", timeout=PROBE_TIMEOUT)
-        response.raise_for_status()
-        return _queue_ids(response.json())
-
-    def _open_ws(self):
-        try:
-            # no Origin header: ComfyUI refuses requests whose Origin differs from the Host (behind a proxy)
-            self.ws = websocket.create_connection(f"{self.backend.ws_url}?clientId={self.client_id}",
-                                                  timeout=CONNECT_TIMEOUT, suppress_origin=True)
-        except Exception as exc:  # websocket-client raises OSError, WebSocket*Exception, ...
-            self.ws = None
-            log.info("no websocket to %s (%s); following the prompt through /history", self.url, _reason(exc))
-        else:
-            self.last_contact = time.monotonic()
-
-    def _receive(self, timeout) -> dict | None:
-        """One JSON event from the websocket; None on a quiet interval, a preview, or a dropped socket."""
-        try:
-            self.ws.settimeout(max(0.01, timeout))
-            opcode, data = self.ws.recv_data()
-        except websocket.WebSocketTimeoutException:
-            return None
-        except Exception as exc:  # closed, reset, protocol error: fall back to /history
-            log.warning("prompt %s: websocket dropped (%s); polling /history", self.prompt_id, _reason(exc))
-            self._close_ws()
-            return None
-        if opcode == WS_CLOSE:
-            log.warning("prompt %s: ComfyUI closed the websocket; polling /history", self.prompt_id)
-            self._close_ws()
-            return None
-        self.last_contact = time.monotonic()
-        if opcode != WS_TEXT:
-            return None     # binary frames are previews
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return None
-        return event if isinstance(event, dict) else None
-
-    def _close_ws(self):
-        if self.ws is not None:
-            try:
-                self.ws.close(timeout=0.2)
-            except Exception:
-                pass
-            self.ws = None
 
 
-def _queue_ids(data) -> tuple[set, set]:
-    """(running, pending) prompt ids of a /queue answer."""
-    def ids(items):
-        return {str(item[1]) for item in items or [] if isinstance(item, list) and len(item) > 1}
-
-    return ids(data.get("queue_running")), ids(data.get("queue_pending"))
 
 
 def _installed(input_config) -> str:
