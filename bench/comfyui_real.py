@@ -232,7 +232,7 @@ class Bench:
     def machine(self):
         info = machine_description()
         system = requests.get(f"{self.url}/system_stats", timeout=10).json()["system"]
-        return (f"Machine: {info['cpu_model']}, {info['nproc']} cores; ComfyUI "
+        return (f"Machine: {info['cpu_model']}, {os.cpu_count()} cores; ComfyUI "
                 f"{system.get('comfyui_version')} on the CPU (affinity set outside this script), GAZE pinned "
                 f"to CPUs {sorted(os.sched_getaffinity(0))}; checkpoint {self.args.checkpoint}.")
 

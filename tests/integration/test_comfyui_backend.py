@@ -394,3 +394,40 @@ def test_the_replicas_worker_process_drives_it_and_reports_its_start_and_prompts
     assert image.png.startswith(PNG_MAGIC) and seconds > 0
     assert published and published[-1] == (6, 6)
     assert len(handles) == 1        # its prompt_id, known to the replica before the prompt started
+
+
+def test_a_killed_worker_leaves_nothing_on_comfyui_and_its_queued_job_runs_on_the_next_worker(fake):
+    """The worker keeps the next job's prompt in ComfyUI's queue. When the replica kills the worker, it
+    removes both prompts itself: interrupts the running one, deletes the queued one (ours only; a
+    foreign prompt waiting behind them stays); the job that never started goes to the fresh worker."""
+    import os
+    import signal
+
+    import eventlet
+
+    from services.generator.supervisor import WorkerLost
+
+    fake.script = Script(hang=True)
+    settings = config.Settings(backend="comfyui", comfyui_url=fake.url)
+    supervisor = WorkerSupervisor(settings, "gen-comfy")
+    supervisor.start()
+    try:
+        running = eventlet.spawn(supervisor.run, "job-1", make_spec(seed=1), lambda v, m: None)
+        wait_until(lambda: fake.running_id is not None, timeout=5, what="our first prompt running")
+        queued = eventlet.spawn(supervisor.run, "job-2", make_spec(seed=2), lambda v, m: None)
+        wait_until(lambda: len(fake.pending_ids) == 1, timeout=5, what="our second prompt queued behind it")
+        ours_running, [ours_queued] = fake.running_id, fake.pending_ids
+        foreign = submit_foreign(fake, hang=False)
+        fake.script = Script(steps=2)       # what the next worker submits runs normally
+        os.kill(supervisor.worker_pid, signal.SIGKILL)
+        with pytest.raises(WorkerLost, match="SIGKILL"):
+            running.wait()
+        with eventlet.Timeout(20, AssertionError("the queued job never ran: our old prompt still blocks ComfyUI")):
+            image, _ = queued.wait()
+        assert image.png.startswith(PNG_MAGIC)
+        assert {"prompt_id": ours_running} in fake.interrupts
+        assert [ours_queued] in fake.deletes
+        assert all(foreign not in deleted for deleted in fake.deletes)
+        wait_until(lambda: fake.history.get(foreign), timeout=10, what="the foreign prompt to run")
+    finally:
+        supervisor.stop()
