@@ -13,11 +13,13 @@ def histogram(*observations):
 
 
 REPLICAS = [
-    {"replica": "node-generator-0", "backend": "preview", "healthy": True, "detail": "ok", "age_seconds": 3.0},
+    {"replica": "node-generator-0", "backend": "preview", "healthy": True, "detail": "ok", "age_seconds": 3.0,
+     "state": "busy", "worker_pid": 101, "restarts": 0},
     {"replica": "node-generator-1", "backend": "comfyui", "healthy": False,
-     "detail": "ComfyUI unreachable: connection refused", "age_seconds": 5.0},
+     "detail": "worker restarting: the worker process exited unexpectedly (killed by SIGSEGV)", "age_seconds": 5.0,
+     "state": "restarting", "worker_pid": None, "restarts": 2},
     {"replica": "old-node-generator-0", "backend": "preview", "healthy": True, "detail": "ok",
-     "age_seconds": 86400.0},
+     "age_seconds": 86400.0, "state": "idle", "worker_pid": 7, "restarts": 0},
 ]
 
 JOBS_METRICS = {

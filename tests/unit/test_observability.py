@@ -108,7 +108,7 @@ def test_readyz_names_the_database(tmp_path):
 
 @pytest.mark.parametrize("replicas, detail", [
     ([], "no generator replica has reported yet"),
-    ([REPLICAS[1]], "node-generator-1 unhealthy (ComfyUI unreachable"),
+    ([REPLICAS[1]], "node-generator-1 unhealthy (worker restarting: the worker process exited"),
     ([REPLICAS[2]], "old-node-generator-0 last heard 86400 s ago"),
     ([{**REPLICAS[0], "age_seconds": 31.0}], "within 30 s"),  # 3 × the 10 s interval set below
 ])
@@ -212,6 +212,11 @@ def test_metrics_expose_jobs_by_status_queue_depth_durations_and_replicas(tmp_pa
     assert value(text, "gaze_generator_replicas", state="healthy") == 1
     assert value(text, "gaze_generator_replicas", state="unhealthy") == 1
     assert value(text, "gaze_generator_replicas", state="stale") == 1
+    # the fresh replicas' worker processes by state, and how often each replica replaced its worker
+    assert value(text, "gaze_generator_workers", state="busy") == 1
+    assert value(text, "gaze_generator_workers", state="restarting") == 1
+    assert value(text, "gaze_generator_workers", state="idle") == 0      # the only idle one is stale
+    assert value(text, "gaze_generator_worker_restarts_total", replica="node-generator-1") == 2
     # histograms: cumulative buckets, +Inf = count, sum
     wait = "gaze_job_queue_wait_seconds"
     assert value(text, f"{wait}_bucket", outcome="done", le="0.1") == 1
