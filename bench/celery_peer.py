@@ -4,13 +4,16 @@
     .venv/bin/pip install -e '.[bench]'          # celery
     .venv/bin/python bench/celery_peer.py --replicas 4 --jobs 500 --gpu-seconds 0.2
 
-R Celery worker processes (`--pool solo`: one task at a time in the worker process itself, as one GPU;
-`--prefetch-multiplier 1`, `acks_late`: Celery's own advice for long tasks) consume from RabbitMQ (a vhost
+R Celery workers (`--pool prefork --concurrency 1`: one child process runs the tasks, one at a time, as
+one GPU; `--prefetch-multiplier 1`, `acks_late`: Celery's own advice for long tasks) consume from RabbitMQ (a vhost
 of their own) a task that does what GAZE's `simulated` backend does: block for exactly T seconds with the
 64×64 preview drawn inside it, then write the PNG to a directory. Results go to Redis. Makespan: just
 before the first apply_async → the last task's own finish time (the same machine's clock); efficiency =
 (N / makespan) / (R / T), as in bench/scaling.py. What Celery does not do here and GAZE does: an HTTP
 API, a job row per job in PostgreSQL, a claim RPC, job events and a read model.
+
+`--pool solo` (the task run in the consumer process itself; GAZE_PEER_POOL=solo) spread the work badly
+here: with 4 workers one took 12 of 200 tasks (efficiency 0.78, one-off observation), so prefork it is.
 """
 from __future__ import annotations
 
@@ -63,34 +66,51 @@ def run(replicas: int, jobs: int, gpu_seconds: float) -> dict:
     out_dir = tempfile.mkdtemp(prefix="gaze-celery-")
     env = dict(os.environ, GAZE_PEER_BROKER=broker, GAZE_PEER_GPU_SECONDS=str(gpu_seconds),
                PYTHONPATH=str(ROOT))
-    app.conf.broker_url = broker
-    workers = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.celery_peer", "worker", "--pool", "solo",
+    # a client app of its own per run: the module's app would keep pooled connections to a deleted vhost
+    client = Celery("gaze_peer_client", broker=broker, backend=app.conf.result_backend)
+    client.conf.update(task_default_queue=QUEUE, result_expires=3600)
+
+    def submit(seed):
+        return client.send_task("gaze_peer.generate", args=(spec(seed), out_dir))
+
+    workers = [subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.celery_peer", "worker", "--pool", os.environ.get("GAZE_PEER_POOL", "prefork"), "--concurrency", "1",
                                  "--prefetch-multiplier", "1", "-Q", QUEUE, "-n", f"peer{n}@%h", "--loglevel", "WARNING",
-                                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                                 "--without-gossip", "--without-mingle"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                for n in range(replicas)]
     try:
         deadline = time.monotonic() + 60
-        while len(app.control.ping(timeout=1.0) or []) < replicas:
+        while len(client.control.ping(timeout=1.0) or []) < replicas:
             if time.monotonic() > deadline:
                 raise SystemExit("the Celery workers did not all answer a ping")
-        for result in [generate.delay(spec(n), out_dir) for n in range(2 * replicas)]:   # warm-up
-            result.get(timeout=60)
+        # warm-up until every worker has run a task: a ping is answered before a worker consumes tasks
+        seen, deadline = set(), time.monotonic() + 60
+        while len(seen) < replicas:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(seen)} of {replicas} Celery workers took a task")
+            seen |= {result.get(timeout=60)["worker"] for result in [submit(n) for n in range(2 * replicas)]}
         first = time.time()
-        results = [generate.delay(spec(1000 + n), out_dir) for n in range(jobs)]
+        results = [submit(1000 + n) for n in range(jobs)]
+        submitted = time.time()
         finished = [result.get(timeout=60 + 3 * jobs * gpu_seconds / replicas) for result in results]
     finally:
+        client.close()
         for worker in workers:
             worker.terminate()
         for worker in workers:
             worker.wait(timeout=30)
         rabbitmqctl("delete_vhost", vhost)
     makespan = max(f["finished"] for f in finished) - first
-    per_worker = {}
+    per_worker, gaps = {}, []
     for f in finished:
         per_worker[f["worker"]] = per_worker.get(f["worker"], 0) + 1
+    for pid in per_worker:
+        runs = sorted((f for f in finished if f["worker"] == pid), key=lambda f: f["started"])
+        gaps += [b["started"] - a["finished"] for a, b in zip(runs, runs[1:])]
+    gaps.sort()
     return {"replicas": replicas, "jobs": jobs, "makespan": makespan, "throughput": jobs / makespan,
-            "efficiency": (jobs / makespan) / (replicas / gpu_seconds), "per_replica": sorted(per_worker.values())}
+            "efficiency": (jobs / makespan) / (replicas / gpu_seconds), "per_replica": sorted(per_worker.values()),
+            "submit_seconds": submitted - first, "gap_ms_p50": gaps[len(gaps) // 2] * 1000 if gaps else 0.0}
 
 
 def main():
@@ -102,7 +122,8 @@ def main():
     for replicas in args.replicas:
         result = run(replicas, args.jobs, args.gpu_seconds)
         print(f"R={replicas}: makespan {result['makespan']:.2f} s, efficiency {result['efficiency']:.3f}, "
-              f"per worker {result['per_replica']}")
+              f"per worker {result['per_replica']}, gap p50 {result['gap_ms_p50']:.1f} ms, "
+              f"submitting took {result['submit_seconds']:.2f} s")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ WATCH_INTERVAL = 0.5          # how often the watchdog looks at the worker
 PING_INTERVAL = 5.0           # an idle worker is pinged this often
 KILL_GRACE_SECONDS = 10.0     # a job past its time limit has this long to stop after its cancel
 HEALTH_TIMEOUT = 20.0         # the backend's own health probe (ComfyUI's /system_stats ...) gets this long
+START_TIMEOUT = 120.0         # a new worker builds its backend and probes it once within this (or the stall limit)
 RESTART_BACKOFF = (0.5, 1, 2, 5, 10, 30)
 STATES = ("starting", "idle", "busy", "stuck", "restarting", "stopped")
 SERVING = ("idle", "busy")
@@ -108,6 +109,10 @@ class WorkerSupervisor:
 
     # ---- life cycle
 
+    @property
+    def start_timeout(self) -> float:
+        return max(START_TIMEOUT, self.settings.worker_stall_seconds)
+
     def start(self):
         """Start the first worker and wait until its backend is built: a configuration error stops the
         replica here (WorkerStartFailed) instead of failing every job later."""
@@ -146,7 +151,7 @@ class WorkerSupervisor:
             except (ipc.ChannelClosed, eventlet.Timeout, OSError) as exc:
                 if first and isinstance(exc, eventlet.Timeout):
                     raise WorkerStartFailed(f"the worker process did not get ready within "
-                                            f"{self.settings.worker_stall_seconds:g} s") from None
+                                            f"{self.start_timeout:g} s") from None
                 log.error("the worker process did not start (%s); retrying", exc, extra={"replica": self.replica})
             eventlet.sleep(RESTART_BACKOFF[min(delay_index, len(RESTART_BACKOFF) - 1)])
             delay_index += 1
@@ -164,7 +169,7 @@ class WorkerSupervisor:
         worker = Incarnation(self.incarnations, process, parent_end)
         try:
             ipc.send(parent_end, ("init", asdict(self.settings), self.replica))
-            with eventlet.Timeout(self.settings.worker_stall_seconds):
+            with eventlet.Timeout(self.start_timeout):
                 kind, *fields = ipc.receive(parent_end)
         except BaseException:
             process.kill()

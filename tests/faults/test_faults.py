@@ -56,6 +56,19 @@ def fault_stack(tmp_path, generators=2, **env):
         yield stack
 
 
+def worker_count(workdir) -> int:
+    """Worker processes (services/generator/worker.py) of this stack's replicas, found by their environment."""
+    found = subprocess.run(["pgrep", "-f", "services.generator.worker"], capture_output=True, text=True).stdout
+    count = 0
+    for pid in found.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        count += f"GAZE_RUN_DIR={workdir / 'run'}".encode() in environ.split(b"\0")
+    return count
+
+
 def record(fault_results, figures):
     fault_results[figures.scenario] = asdict(figures)
 
@@ -92,6 +105,8 @@ def test_kill_9_a_generator_mid_job(tmp_path, fault_results):
         # supervisord starts a replacement under the same replica name
         wait_for(lambda: generator_pids(supervisor_pid(tmp_path)).get(replica) not in (None, pids[replica]),
                  30, "supervisord to restart the killed generator")
+        # the killed replica's worker process left with it (its socket closed): one worker per live replica
+        wait_for(lambda: worker_count(tmp_path) == 2, 15, "the killed replica's worker process to exit")
         submitter.join()
         check_invariants(stack, submitter, figures, healed_at)
         record(fault_results, figures)
