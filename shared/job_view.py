@@ -23,11 +23,10 @@ import redis
 from nameko.extensions import DependencyProvider
 
 from shared.config import from_nameko
+from shared.job_states import RANK, TERMINAL  # a document's order is its job's rank
 
 log = logging.getLogger(__name__)
 
-RANK = {"pending": 0, "processing": 1, "done": 2, "failed": 2}
-TERMINAL = ("done", "failed")
 TERMINAL_TTL_SECONDS = 7 * 24 * 3600
 ACTIVE_TTL_SECONDS = 15 * 60
 

@@ -8,6 +8,7 @@ what the server enforces. tests/e2e/test_openapi_fuzz.py runs schemathesis again
 from __future__ import annotations
 
 
+from shared.job_states import STATES
 from shared.schemas import CHECKPOINT_RE, MAX_COUNT, MAX_SEED, SLUG_RE
 
 UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
@@ -118,7 +119,7 @@ def document(settings) -> dict:
                 "Job": {"type": "object", "required": ["id", "label", "status", "error", "result"], "properties": {
                     "id": {"type": "string", "pattern": UUID_PATTERN},
                     "label": {"type": "string"},
-                    "status": {"enum": ["pending", "processing", "done", "failed"]},
+                    "status": {"enum": list(STATES)},
                     "error": {"type": ["string", "null"]},
                     "result": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Result"}]},
                 }},

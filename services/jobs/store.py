@@ -8,6 +8,7 @@ from psycopg.types.json import Jsonb
 
 from shared.db import Database
 from shared.errors import NotFound
+from shared.job_states import ACTIVE, STATES, TERMINAL, sql_list
 
 VIEW = """id::text AS id, preset_slug, label, spec, seed, status, error, result, attempts, replica,
           progress_value, progress_max,
@@ -18,12 +19,13 @@ VIEW = """id::text AS id, preset_slug, label, spec, seed, status, error, result,
 VIEW_COLUMNS = ("id, preset_slug, label, spec, seed, status, error, result, attempts, replica, progress_value,"
                 " progress_max, created_at, started_at, finished_at")
 
-STATUSES = ("pending", "processing", "done", "failed")
+STATUSES = STATES
+ACTIVE_SQL = f"({sql_list(ACTIVE)})"     # the states a transition may start from
 # Upper bounds (seconds) of the job duration histograms' buckets, for queue wait and generation time
 # alike: from a CPU preview (~0.2 s) to a long GPU queue. Changing them starts the new bounds at zero.
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 DURATION_METRICS = ("queue_wait", "generation")
-DURATION_OUTCOMES = ("done", "failed")
+DURATION_OUTCOMES = tuple(sorted(TERMINAL))       # a histogram per way a job can end
 
 
 def parse_job_id(job_id) -> str:
@@ -130,7 +132,7 @@ class JobRepository:
             ).fetchone()
             if row is None:
                 return False, 0, "unknown job", None
-            if row["status"] in ("done", "failed"):
+            if row["status"] in TERMINAL:
                 return False, row["attempts"], f"already {row['status']}", None
             if row["attempts"] > 0 and not redelivered and not row["requeued"]:
                 return False, row["attempts"], "already taken by another replica", None
@@ -156,7 +158,7 @@ class JobRepository:
             return conn.execute(
                 "UPDATE jobs.jobs SET status = 'processing', replica = %(replica)s, started_at = now(),"
                 " last_seen_at = now(), started_attempt = %(attempt)s"
-                " WHERE id = %(id)s AND status IN ('pending', 'processing') AND attempts <= %(attempt)s"
+                f" WHERE id = %(id)s AND status IN {ACTIVE_SQL} AND attempts <= %(attempt)s"
                 f" AND coalesce(started_attempt, 0) < %(attempt)s RETURNING {VIEW}",
                 {"replica": replica, "attempt": attempt, "id": parse_job_id(job_id)},
             ).fetchone()
@@ -173,13 +175,13 @@ class JobRepository:
         return self._finish(
             "UPDATE jobs.jobs SET status = 'done', result = %(result)s, error = NULL, replica = %(replica)s,"
             " finished_at = now(), progress_value = progress_max"
-            " WHERE id = %(id)s AND status IN ('pending', 'processing')",
+            f" WHERE id = %(id)s AND status IN {ACTIVE_SQL}",
             {"result": Jsonb(result), "replica": replica, "id": parse_job_id(job_id)}, outcome="done")
 
     def failed(self, job_id, replica, error: str):
         return self._finish(
             "UPDATE jobs.jobs SET status = 'failed', error = %(error)s, replica = %(replica)s, finished_at = now()"
-            " WHERE id = %(id)s AND status IN ('pending', 'processing')",
+            f" WHERE id = %(id)s AND status IN {ACTIVE_SQL}",
             {"error": error, "replica": replica, "id": parse_job_id(job_id)}, outcome="failed")
 
     def _finish(self, update: str, params: dict, outcome: str):
@@ -231,7 +233,7 @@ class JobRepository:
         with self.pool.connection() as conn:
             return conn.execute(
                 "WITH stuck AS (SELECT id FROM jobs.jobs"
-                "   WHERE status IN ('pending', 'processing') AND attempts > 0"
+                f"   WHERE status IN {ACTIVE_SQL} AND attempts > 0"
                 "   AND last_seen_at < now() - make_interval(secs => %(stuck)s)"
                 "   ORDER BY last_seen_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
                 " UPDATE jobs.jobs SET"

@@ -7,6 +7,7 @@ from urllib.parse import quote
 import falcon
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from shared import job_states
 from shared.media import image_url
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -22,7 +23,9 @@ def thumb_url(relative_path: str, size: int = 512) -> str:
     return f"/thumbs/{size}/{quote(relative_path)}"
 
 
-env.globals.update(image_url=image_url, thumb_url=thumb_url, assets=ASSETS_PREFIX)
+# the job state machine, rendered into every page for the scripts (gaze.js reads it): never copied into them
+env.globals.update(image_url=image_url, thumb_url=thumb_url, assets=ASSETS_PREFIX,
+                   job_states=job_states.client_definition())
 
 
 def render(req, resp, template: str, status=falcon.HTTP_200, **context) -> None:

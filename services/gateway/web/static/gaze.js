@@ -1,7 +1,10 @@
 // GAZE web UI: live job status and small conveniences. Plain JavaScript, no build step.
 "use strict";
 
-const TERMINAL = new Set(["done", "failed"]);
+// The job states as the server defines them (shared/job_states.py, rendered into every page by base.html);
+// queue.js and preset.js use these too.
+const JOB_STATES = JSON.parse(document.getElementById("gaze-job-states").textContent);
+const TERMINAL = new Set(JOB_STATES.terminal);
 
 function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');

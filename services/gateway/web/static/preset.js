@@ -1,9 +1,9 @@
 // GAZE preset pages: new images join the gallery live, thumbnails fall back to the full image, the
-// import form loads a chosen file into its textarea. Plain JavaScript, no build step; needs gaze.js.
+// import form loads a chosen file into its textarea. Plain JavaScript, no build step; needs gaze.js (and
+// its TERMINAL, the job states that end a job).
 "use strict";
 
 (() => {
-  const TERMINAL = new Set(["done", "failed"]);
 
   function thumbUrl(relativePath, size = 512) {
     return `/thumbs/${size}/${relativePath.split("/").map(encodeURIComponent).join("/")}`;

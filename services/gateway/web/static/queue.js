@@ -1,12 +1,12 @@
 // GAZE queue page: new jobs appear at the top without a reload, and every row follows its job.
 // gaze.js's watchJobs() keeps pending rows' status current; this script polls the newest jobs every
 // 2 s, inserts rows for jobs it has not seen, and refreshes the rest from the same answer (attempts,
-// replica and the finished image, which watchJobs does not touch). Loaded by queue.html only.
+// replica and the finished image, which watchJobs does not touch). Loaded by queue.html only, after
+// gaze.js, whose TERMINAL (the job states that end a job) it uses.
 "use strict";
 
 (() => {
   const POLL_MS = 2000;
-  const TERMINAL = new Set(["done", "failed"]);
   const THUMB_SIZE = 256;
 
   const table = document.getElementById("queue");
