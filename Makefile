@@ -37,16 +37,18 @@ bench-tools:
 	    echo "installing Debian's wrk for bench/gateway_load.py"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk; }
 
-# Three pytest runs: the fault-injection suite restarts the machine's RabbitMQ and PostgreSQL, so it runs
+# The import contracts (pyproject.toml [tool.importlinter]) first, then three pytest runs: the fault-injection suite restarts the machine's RabbitMQ and PostgreSQL, so it runs
 # on its own, after everything else; the browser tests need a process without eventlet
 # (see tests/browser/conftest.py).
 test: $(TEST_STAMP) browser
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -m "not browser and not faults"
 	$(VENV)/bin/pytest -m faults tests/faults
 	GAZE_TESTS_WITHOUT_EVENTLET=1 $(VENV)/bin/pytest -m browser tests/browser
 
 # everything except the slow suites (heartbeat traps, browser, fault injection): a quick local loop
 test-fast: $(TEST_STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -m "not slow and not browser"
 
 clean:

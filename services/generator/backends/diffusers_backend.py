@@ -29,6 +29,7 @@ import inspect
 import json
 import os
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
@@ -76,19 +77,9 @@ KARRAS_SUFFIX = "_karras"
 SAMPLER_NEEDS = {"lms": "scipy", "dpmpp_sde": "torchsde"}
 
 
-def _real_lock():
-    """An OS lock even where eventlet has monkey-patched `threading` (a test calling the backend directly)."""
-    try:
-        from eventlet import patcher
-        return patcher.original("threading").Lock()
-    except ImportError:  # the worker process and the GPU bench never import eventlet
-        import threading
-        return threading.Lock()
-
-
 # diffusers imports its classes lazily, on first attribute access; two threads of the worker (a job and a
 # health check) doing that at once can find a half-imported module
-_LAZY_IMPORT = _real_lock()
+_LAZY_IMPORT = threading.Lock()
 
 
 def _torch():
@@ -121,7 +112,7 @@ class DiffusersBackend:
         self._device_setting = device or ""
         self._dtype_setting = dtype or ""
         self._loader = loader or self._load_single_file
-        self._lock = _real_lock()
+        self._lock = threading.Lock()   # the worker's threads are OS threads: no eventlet in its process
         self._loaded_key = None   # (relative path, size, mtime) of the pipeline in memory
         self._pipe = None
         self._base_scheduler_config = None
