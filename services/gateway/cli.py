@@ -70,12 +70,15 @@ def cmd_generator_health(args):
     worker's state (idle, busy, stuck, restarting ...), for an operator or a container health check."""
     from nameko.standalone.rpc import ClusterRpcProxy
 
+    from shared.contracts import ClusterTransport
+    from shared.contracts.jobs import JobsClient
+
     from shared import config
 
     settings = config.load()
     stale_after = 3 * settings.status_interval_seconds
     with ClusterRpcProxy({"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
-        replicas = proxy.jobs.replicas()
+        replicas = JobsClient(ClusterTransport(proxy)).replicas()
     if args.replica:
         replicas = [r for r in replicas if r["replica"] == args.replica]
     good = 0

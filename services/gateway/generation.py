@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 from services.gateway import validation
+from shared.contracts.jobs import JobsClient
+from shared.contracts.presets import PresetsClient
 
 
 def submit(rpc, settings, slug: str, body: dict, presets=None, request_id=None) -> list[str]:
@@ -17,5 +19,5 @@ def submit(rpc, settings, slug: str, body: dict, presets=None, request_id=None) 
     if presets is not None:
         spec = presets.resolve(slug, request.overrides())
     else:
-        spec = rpc.call("presets", "resolve", slug, request.overrides())
-    return rpc.call("jobs", "create", spec, request.count, str(request_id or uuid.uuid4()))
+        spec = PresetsClient(rpc).resolve(slug, request.overrides())
+    return JobsClient(rpc).create(spec, request.count, str(request_id or uuid.uuid4()))

@@ -13,6 +13,7 @@ from nameko.exceptions import RpcTimeout
 
 from services.gateway.probes import ProbeTimeout, run_bounded
 from services.gateway.rpc import ServiceUnavailable
+from shared.contracts.jobs import JobsClient
 
 RETRY_AFTER_SECONDS = "5"
 MAX_DETAIL = 200
@@ -47,7 +48,7 @@ class Readiness:
 
     def check(self) -> tuple[bool, dict]:
         timeout = self.probes.timeout
-        outcomes = run_bounded({"broker": lambda: self.probes.call("jobs", "replicas"),
+        outcomes = run_bounded({"broker": lambda: JobsClient(self.probes).replicas(),
                                 "database": self.probes.ping_database},
                                timeout + OUTER_SLACK_SECONDS)
         broker, database = outcomes["broker"], outcomes["database"]

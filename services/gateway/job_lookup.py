@@ -7,17 +7,18 @@ the answer is written back, versioned, so the next poll is a hit and nothing old
 from __future__ import annotations
 
 from shared.job_view import JobView
+from shared.contracts.jobs import JobsClient
 
 
 class JobLookup:
     def __init__(self, rpc, view: JobView | None = None):
-        self.rpc = rpc
+        self.jobs_service = JobsClient(rpc)
         self.view = view or JobView("")
 
     def get(self, job_id: str) -> dict:
         doc = self.view.get(job_id)
         if doc is None:
-            doc = self.rpc.call("jobs", "get", job_id)
+            doc = self.jobs_service.get(job_id)
             self.view.put(doc)
         return doc
 
@@ -26,7 +27,7 @@ class JobLookup:
         found = self.view.get_many(job_ids)
         missing = [job_id for job_id in job_ids if job_id not in found]
         if missing:
-            for doc in self.rpc.call("jobs", "get_many", missing):
+            for doc in self.jobs_service.get_many(missing):
                 self.view.put(doc)
                 found[doc["id"]] = doc
         return [found[job_id] for job_id in dict.fromkeys(job_ids) if job_id in found]

@@ -28,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
 from shared import events
+from shared.contracts.jobs import JobsClient
 from services.gateway.errors import ApiError
 from services.gateway.health import OUTER_SLACK_SECONDS, describe_error, replica_state
 from services.gateway.probes import run_bounded
@@ -98,7 +99,7 @@ class DependencyCollector:
         return []  # nothing to ask at registration time: collect() does I/O
 
     def collect(self):
-        outcomes = run_bounded({"jobs": lambda: self.probes.call("jobs", "metrics"),
+        outcomes = run_bounded({"jobs": lambda: JobsClient(self.probes).metrics(),
                                 "broker": lambda: self.probes.queue_depth(events.WORK_QUEUE.name)},
                                self.probes.timeout + OUTER_SLACK_SECONDS)
         up = GaugeMetricFamily("gaze_scrape_source_up",

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from shared.preset_view import PresetSnapshot, PresetView
 from shared.resolve import resolve
+from shared.contracts.presets import PresetsClient
 
 
 class PresetLookup:
     def __init__(self, rpc, view: PresetView | None = None):
-        self.rpc = rpc
+        self.presets_service = PresetsClient(rpc)
         self.view = view or PresetView("")
 
     def snapshot(self) -> PresetSnapshot | None:
@@ -28,4 +29,4 @@ class PresetLookup:
             preset = snapshot.get(slug) if snapshot is not None else None
             if preset is not None:
                 return resolve(preset, overrides, ()).model_dump()
-        return self.rpc.call("presets", "resolve", slug, overrides)
+        return self.presets_service.resolve(slug, overrides)

@@ -21,7 +21,7 @@ class PresetsResource:
     def on_get(self, req, resp):
         snapshot = self.presets.snapshot()
         if snapshot is None:
-            resp.media = _presets_answer(self.presets.rpc.call("presets", "list"))   # no read model: as before
+            resp.media = _presets_answer(self.presets.presets_service.list())   # no read model: as before
             return
         # Rendered once per revision: the same bytes Falcon's JSON handler makes of resp.media.
         resp.data = snapshot.memo("api.presets", lambda: json.dumps(

@@ -9,6 +9,9 @@ from nameko.messaging import Consumer
 from nameko.rpc import RpcProxy
 
 from shared import events
+from shared.contracts import NamekoTransport
+from shared.contracts import jobs as jobs_contract
+from shared.contracts.jobs import JobsClient
 from shared.config import from_nameko
 from shared.media import MediaStore, image_relative_path
 from services.generator.backends import BackendError
@@ -93,7 +96,7 @@ class GeneratorService:
     worker = GpuWorker()
     media = MediaStore()
     replica = ReplicaName()
-    jobs = RpcProxy("jobs")
+    jobs = RpcProxy(jobs_contract.SERVICE)
     dispatch = EventDispatcher()
     config = Config()
 
@@ -112,7 +115,8 @@ class GeneratorService:
         redelivered job waits for the answer first: its last run died, perhaps of this very job, and the
         claim is what fails it after GAZE_MAX_ATTEMPTS."""
         order = events.WorkOrder.model_validate(payload)
-        claim = Claim(self.jobs.claim.call_async(order.job_id, self.replica, payload.get("redelivered", False)),
+        claim = Claim(JobsClient(NamekoTransport(self.jobs)).claim_async(order.job_id, self.replica,
+                                                                         payload.get("redelivered", False)),
                       timeout=from_nameko(self.config).rpc_timeout)
         if payload.get("redelivered") and not self._may_run(order, claim):
             return

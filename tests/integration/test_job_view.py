@@ -108,7 +108,7 @@ def test_lookup_write_back_cannot_undo_a_newer_state(view):
     job_id = str(uuid.uuid4())
     view.put(doc(job_id, "done", 1))
     lookup = JobLookup(FakeRpc({job_id: doc(job_id, "processing", 1)}), view)
-    lookup.view.put(lookup.rpc.call("jobs", "get", job_id))
+    lookup.view.put(lookup.jobs_service.get(job_id))
     assert view.get(job_id)["status"] == "done"
 
 

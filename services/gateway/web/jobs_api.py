@@ -5,6 +5,7 @@ import falcon
 
 from services.gateway import validation
 from services.gateway.errors import ApiError
+from shared.contracts.jobs import JobsClient
 
 MAX_IDS = 100
 
@@ -14,7 +15,7 @@ class UiJobsResource:
     json_api = True
 
     def __init__(self, rpc, jobs):
-        self.rpc = rpc
+        self.jobs_service = JobsClient(rpc)
         self.jobs = jobs   # JobLookup: read model first
 
     def on_get(self, req, resp):
@@ -26,5 +27,5 @@ class UiJobsResource:
             jobs = self.jobs.get_many([validation.job_id(i) for i in ids])
         else:
             recent = req.get_param_as_int("recent", min_value=1, max_value=500, default=50)
-            jobs = self.rpc.call("jobs", "list", recent)
+            jobs = self.jobs_service.list(recent)
         resp.media = {"jobs": jobs}

@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 from services.gateway.web.render import render
+from shared.contracts.jobs import JobsClient
+from shared.contracts.presets import PresetsClient
 
 
 class LibraryResource:
     login_required = True
 
     def __init__(self, rpc):
-        self.rpc = rpc
+        self.jobs_service = JobsClient(rpc)
+        self.presets_service = PresetsClient(rpc)
 
     def on_get(self, req, resp):
-        presets = self.rpc.call("presets", "list")
+        presets = self.presets_service.list()
         # One query for every card without a cover (not one per card): a random finished image each.
         uncovered = [p["slug"] for p in presets if not p["cover_path"]]
-        fallbacks = self.rpc.call("jobs", "random_image_per_preset", uncovered) if uncovered else {}
+        fallbacks = self.jobs_service.random_image_per_preset(uncovered) if uncovered else {}
         cards = [{**p, "fallback_path": fallbacks.get(p["slug"])} for p in presets]
         render(req, resp, "library.html", cards=cards)

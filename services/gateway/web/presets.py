@@ -18,6 +18,8 @@ from shared.schemas import MAX_COUNT, PresetFields
 from services.gateway import generation, validation
 from services.gateway.errors import ApiError
 from services.gateway.web.render import form_values, redirect, render
+from shared.contracts.jobs import JobsClient
+from shared.contracts.presets import PresetsClient
 
 PRESET_KEYS = tuple(PresetFields.model_fields)
 GENERATE_FIELDS = ("count", "seed", "extra_positive", "extra_negative", "width", "height", "checkpoint")
@@ -134,22 +136,24 @@ class _PresetPage:
     login_required = True
 
     def __init__(self, rpc, settings):
-        self.rpc = rpc
+        self.rpc = rpc   # generation.submit takes the transport: it calls both services
+        self.jobs_service = JobsClient(rpc)
+        self.presets_service = PresetsClient(rpc)
         self.settings = settings
 
     def render_page(self, req, resp, slug, values=None, errors=None, status=falcon.HTTP_200):
         slug = validation.preset_slug(slug)
-        preset = self.rpc.call("presets", "get", slug)
+        preset = self.presets_service.get(slug)
         preset = {**preset, "cfg": clean_cfg(preset["cfg"])}
-        checkpoints = [c for c in self.rpc.call("presets", "checkpoints") if c != preset["checkpoint"]]
+        checkpoints = [c for c in self.presets_service.checkpoints() if c != preset["checkpoint"]]
         job_ids = job_ids_param(req.get_param("jobs"))
         jobs = []
         if job_ids:
             # Before the gallery query: a job that is done here is already in the gallery below.
-            by_id = {job["id"]: job for job in self.rpc.call("jobs", "get_many", job_ids)}
+            by_id = {job["id"]: job for job in self.jobs_service.get_many(job_ids)}
             jobs = [by_id[i] for i in job_ids if i in by_id]
         offset = req.get_param_as_int("offset", min_value=0, default=0) or 0
-        images = self.rpc.call("jobs", "images", slug, GALLERY_PAGE, offset)
+        images = self.jobs_service.images(slug, GALLERY_PAGE, offset)
         fallback = images[0]["relative_path"] if images and not preset["cover_path"] else None
         render(req, resp, "preset.html", status=status, preset=preset, checkpoints=checkpoints, jobs=jobs,
                images=images, offset=offset, page_size=GALLERY_PAGE, fallback_path=fallback,
@@ -187,11 +191,11 @@ class PresetCoverResource:
     login_required = True
 
     def __init__(self, rpc):
-        self.rpc = rpc
+        self.presets_service = PresetsClient(rpc)
 
     def on_post(self, req, resp, slug):
         slug = validation.preset_slug(slug)
-        self.rpc.call("presets", "set_cover", slug, own_image(slug, form_values(req).get("relative_path")))
+        self.presets_service.set_cover(slug, own_image(slug, form_values(req).get("relative_path")))
         redirect(resp, f"/presets/{slug}")
 
 
@@ -201,11 +205,11 @@ class PresetCoverClearResource:
     login_required = True
 
     def __init__(self, rpc):
-        self.rpc = rpc
+        self.presets_service = PresetsClient(rpc)
 
     def on_post(self, req, resp, slug):
         slug = validation.preset_slug(slug)
-        self.rpc.call("presets", "set_cover", slug, None)
+        self.presets_service.set_cover(slug, None)
         redirect(resp, f"/presets/{slug}")
 
 
@@ -213,11 +217,11 @@ class _PresetForm:
     login_required = True
 
     def __init__(self, rpc):
-        self.rpc = rpc
+        self.presets_service = PresetsClient(rpc)
 
     def render_form(self, req, resp, mode, values, errors=None, status=falcon.HTTP_200, preset=None,
                     import_text="", import_errors=None):
-        checkpoints = list(self.rpc.call("presets", "checkpoints"))
+        checkpoints = list(self.presets_service.checkpoints())
         current = values.get("checkpoint")
         if current and current not in checkpoints:
             checkpoints.insert(0, current)  # an edited preset keeps a checkpoint no longer listed
@@ -254,7 +258,7 @@ class PresetsCollectionResource(_PresetForm):
         try:
             if fields["slug"] in RESERVED_SLUGS:
                 raise InvalidField("slug", f"'{fields['slug']}' is reserved for the web UI; choose another")
-            created = self.rpc.call("presets", "create", fields)
+            created = self.presets_service.create(fields)
         except (InvalidField, Conflict) as exc:
             return self.failed(req, resp, "new", exc, form)
         redirect(resp, f"/presets/{created['slug']}")
@@ -264,7 +268,7 @@ class PresetEditResource(_PresetForm):
     """GET/POST /presets/{slug}/edit: every field but the slug."""
 
     def _preset(self, slug):
-        return self.rpc.call("presets", "get", validation.preset_slug(slug))
+        return self.presets_service.get(validation.preset_slug(slug))
 
     def on_get(self, req, resp, slug):
         preset = self._preset(slug)
@@ -275,7 +279,7 @@ class PresetEditResource(_PresetForm):
         preset = self._preset(slug)
         form = form_values(req)
         try:
-            self.rpc.call("presets", "update", preset["slug"], preset_fields(form, with_slug=False))
+            self.presets_service.update(preset["slug"], preset_fields(form, with_slug=False))
         except (InvalidField, Conflict) as exc:
             return self.failed(req, resp, "edit", exc, form, preset=preset)
         redirect(resp, f"/presets/{preset['slug']}")
@@ -287,10 +291,10 @@ class PresetDeleteResource:
     login_required = True
 
     def __init__(self, rpc):
-        self.rpc = rpc
+        self.presets_service = PresetsClient(rpc)
 
     def on_post(self, req, resp, slug):
-        self.rpc.call("presets", "delete", validation.preset_slug(slug))
+        self.presets_service.delete(validation.preset_slug(slug))
         redirect(resp, "/")
 
 
@@ -300,10 +304,10 @@ class PresetsExportResource:
     login_required = True
 
     def __init__(self, rpc):
-        self.rpc = rpc
+        self.presets_service = PresetsClient(rpc)
 
     def on_get(self, req, resp):
-        presets = [export_shape(preset) for preset in self.rpc.call("presets", "export")]
+        presets = [export_shape(preset) for preset in self.presets_service.export()]
         resp.content_type = falcon.MEDIA_JSON
         resp.downloadable_as = "gaze-presets.json"
         resp.text = json.dumps(presets, indent=2, ensure_ascii=False) + "\n"
@@ -362,7 +366,7 @@ class PresetsImportResource(_PresetForm):
         try:
             if slug in RESERVED_SLUGS:
                 raise InvalidField("slug", f"'{slug}' is reserved for the web UI")
-            self.rpc.call("presets", "create", fields)
+            self.presets_service.create(fields)
         except Conflict as exc:
             return {**result, "outcome": "skipped", "field": exc.field, "message": exc.message}
         except InvalidField as exc:

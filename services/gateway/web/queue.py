@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from services.gateway.web.render import render
+from shared.contracts.jobs import JobsClient
 
 QUEUE_SIZE = 100
 
@@ -22,8 +23,8 @@ class QueueResource:
     login_required = True
 
     def __init__(self, rpc):
-        self.rpc = rpc
+        self.jobs_service = JobsClient(rpc)
 
     def on_get(self, req, resp):
-        jobs = self.rpc.call("jobs", "list", QUEUE_SIZE)
+        jobs = self.jobs_service.list(QUEUE_SIZE)
         render(req, resp, "queue.html", jobs=jobs, queue_size=QUEUE_SIZE, created=created)

@@ -1,0 +1,45 @@
+"""The jobs service's RPC contract (services/jobs/service.py is the callee)."""
+from __future__ import annotations
+
+SERVICE = "jobs"
+
+
+class JobsClient:
+    def __init__(self, transport):
+        self._transport = transport
+
+    def _call(self, method, *args):
+        return self._transport.call(SERVICE, method, *args)
+
+    def create(self, spec: dict, count: int, request_id: str | None = None) -> list[str]:
+        """N pending jobs for one resolved spec, in one transaction; the same request_id twice answers the
+        first call's job ids."""
+        return self._call("create", spec, count, request_id)
+
+    def get(self, job_id: str) -> dict:
+        return self._call("get", job_id)
+
+    def list(self, limit: int = 50) -> list[dict]:
+        return self._call("list", limit)
+
+    def get_many(self, job_ids: list[str]) -> list[dict]:
+        return self._call("get_many", job_ids)
+
+    def images(self, preset_slug: str, limit: int = 60, offset: int = 0) -> list[dict]:
+        return self._call("images", preset_slug, limit, offset)
+
+    def random_image_per_preset(self, preset_slugs: list[str]) -> dict:
+        return self._call("random_image_per_preset", preset_slugs)
+
+    def claim_async(self, job_id: str, replica: str, redelivered: bool = False):
+        """Reserve the job for a generator replica; the reply (a ClaimResult) is fetched later."""
+        return self._transport.call_async(SERVICE, "claim", job_id, replica, redelivered)
+
+    def replicas(self) -> list[dict]:
+        return self._call("replicas")
+
+    def counts_by_status(self) -> dict:
+        return self._call("counts_by_status")
+
+    def metrics(self) -> dict:
+        return self._call("metrics")
