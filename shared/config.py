@@ -1,30 +1,48 @@
 """All configuration, read from environment variables in one place.
 
+Each setting is declared once, as a field of `Settings` with its default (and, where plain type
+conversion is not enough, its parser or an older name: `setting(...)`); its environment variable is
+GAZE_<FIELD NAME>, derived, never written out again (`load`). tests/unit/test_config.py checks that
+every one is documented in the README.
+
 Every process (gateway, services, CLI) calls `load()` once at start-up; nameko services receive the
 values through their container config (see `nameko_config`) so tests can hand them their own.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, asdict
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 
-def _int(env, name, default):
-    raw = env.get(name)
-    return default if raw in (None, "") else int(raw)
+def _stripped(raw: str, default):
+    return raw.strip()
 
 
-def _float(env, name, default):
-    raw = env.get(name)
-    return default if raw in (None, "") else float(raw)
+def _choice(raw: str, default):
+    """A keyword: case and spaces do not matter, and empty means the default."""
+    return raw.strip().lower() or default
 
 
-def _list(env, name, default):
-    raw = env.get(name)
-    if raw in (None, ""):
-        return list(default)
-    return [item.strip() for item in raw.split(",") if item.strip()]
+def _resolved_path(raw: str, default):
+    return str(Path(raw or default).resolve())
+
+
+def _optional_path(raw: str, default):
+    return str(Path(raw).resolve()) if raw else default
+
+
+def _key_prefix(raw: str, default):
+    return raw.strip("/")
+
+
+def setting(default=None, *, parse=None, aliases=(), default_factory=None, **kwargs):
+    """A Settings field whose environment variable is GAZE_<NAME>; `parse(raw, default)` turns a set value
+    into the field's value (default: by the field's type), `aliases` are older names still read."""
+    metadata = {"parse": parse, "aliases": aliases}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
 
 
 DEFAULT_CHECKPOINTS = (
@@ -40,19 +58,19 @@ class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/gaze"
     redis_url: str = "redis://127.0.0.1:6379/0"   # the job read model (shared/job_view.py); "" = none, polls use RPC
     redis_prefix: str = "gaze"                     # key prefix, so several stacks can share one Redis
-    media_root: str = "var/media"
+    media_root: str = setting("var/media", parse=_resolved_path)
     # media store (shared/media.py): "local" = the media_root directory; "s3" = a bucket of an
     # S3-compatible store, for generators on other machines (the gateway still caches thumbnails locally)
-    media_store: str = "local"
+    media_store: str = setting("local", parse=_choice)
     s3_endpoint_url: str = ""               # "" = AWS; e.g. http://minio:9000
     s3_bucket: str = ""
-    s3_prefix: str = ""                     # optional key prefix: objects are <prefix>/<relative path>
+    s3_prefix: str = setting("", parse=_key_prefix)  # optional key prefix: objects are <prefix>/<relative path>
     s3_region: str = ""                     # "" = boto3's default
     s3_access_key_id: str = ""              # both "" = boto3's credential chain (env, ~/.aws, instance role)
-    s3_secret_access_key: str = field(default="", repr=False)
+    s3_secret_access_key: str = setting("", repr=False)
     bind: str = "0.0.0.0:5782"
     public_url: str = "http://localhost:5782"
-    log_format: str = "json"                # every process's log lines (shared/logs.py): json | text
+    log_format: str = setting("json", parse=_choice)  # every process's log lines (shared/logs.py): json | text
     # gateway
     gateway_workers: int = 2
     gateway_threads: int = 8
@@ -60,15 +78,15 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     metrics_token: str = ""                 # "" = /metrics open (keep it off the public network); else a bearer token
     # gateway rate limits (services/gateway/rate_limit.py): "<n>/<second|minute|hour|day>"; "" or "0" = off
-    rate_limit_submit: str = "60/minute"        # POST /api/v1/generate/<slug>, per API key
-    rate_limit_read: str = ""                   # polls and the presets list, per API key; off: no Redis round trip
-    rate_limit_auth_failures: str = "30/minute" # invalid API keys, per client address
-    rate_limit_login: str = "10/minute"         # web UI login attempts, per client address
-    rate_limit_strategy: str = "fixed-window"   # or moving-window, sliding-window-counter (the `limits` library)
+    rate_limit_submit: str = setting("60/minute", parse=_stripped)        # POST /api/v1/generate/<slug>, per API key
+    rate_limit_read: str = setting("", parse=_stripped)                   # polls and the presets list, per API key; off: no Redis round trip
+    rate_limit_auth_failures: str = setting("30/minute", parse=_stripped) # invalid API keys, per client address
+    rate_limit_login: str = setting("10/minute", parse=_stripped)         # web UI login attempts, per client address
+    rate_limit_strategy: str = setting("fixed-window", parse=_choice)   # or moving-window, sliding-window-counter (the `limits` library)
     # validation
     max_dimension: int = 2048
     max_prompt_chars: int = 2000
-    checkpoints: list = field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
+    checkpoints: list = setting(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
     # services
     heartbeat: int = 60
     service_workers: int = 10
@@ -95,19 +113,19 @@ class Settings:
     status_interval_seconds: float = 30.0
     # generator: its worker process (services/generator/supervisor.py)
     # per job, every backend, counted from the moment the backend starts the job; then it is stopped and fails
-    job_timeout_seconds: float = 600.0
+    job_timeout_seconds: float = setting(600.0, aliases=("GAZE_COMFYUI_TIMEOUT_SECONDS",))  # the old, ComfyUI-only name
     # a busy worker with no sign of life from its backend (a step, an engine event) for this long is stuck:
     # killed and replaced. Fits a 1024² SDXL job on a slow GPU including a checkpoint load from disk.
     worker_stall_seconds: float = 180.0
-    generator_health_bind: str = ""         # e.g. 0.0.0.0:8790: the replica's own health endpoint; "" = none
+    generator_health_bind: str = setting("", parse=_stripped)  # e.g. 0.0.0.0:8790: the replica's own health endpoint; "" = none
     # generator: the ComfyUI backend (GAZE_BACKEND=comfyui)
     comfyui_url: str = "http://127.0.0.1:8188"
     comfyui_workflow: str = ""              # "" = the bundled SDXL/Illustrious txt2img template
     comfyui_retry_seconds: float = 30.0     # how long to retry an unreachable ComfyUI before failing
     comfyui_poll_seconds: float = 1.0       # /history polling interval when the websocket is down
     # generator: the in-process diffusers backend (GAZE_BACKEND=diffusers; pip install -e '.[diffusers]')
-    models_dir: str = "var/models"          # checkpoints; a spec's checkpoint is a path relative to it
-    diffusers_config_dir: str = ""          # "" = <models_dir>/diffusers-configs: <repo id>/model_index.json, ...
+    models_dir: str = setting("var/models", parse=_resolved_path)  # checkpoints; a spec's checkpoint is a path relative to it
+    diffusers_config_dir: str = setting("", parse=_optional_path)  # "" = <models_dir>/diffusers-configs: <repo id>/model_index.json, ...
     diffusers_device: str = ""              # "" = cuda when torch sees a GPU, else cpu
     diffusers_dtype: str = ""               # "" = float16 on cuda, float32 on cpu; or bfloat16, float32
 
@@ -124,68 +142,31 @@ class Settings:
         return config
 
 
+def env_name(name: str) -> str:
+    return f"GAZE_{name.upper()}"
+
+
 def load(env=None) -> Settings:
+    """Settings from the environment: each field from GAZE_<FIELD NAME> (or an older alias), parsed as its
+    field says (see `setting`) or by its type; unset, or empty for a number or a list, means the default."""
     env = os.environ if env is None else env
-    d = Settings()
-    return _checked(Settings(
-        amqp_uri=env.get("GAZE_AMQP_URI", d.amqp_uri),
-        database_url=env.get("GAZE_DATABASE_URL", d.database_url),
-        redis_url=env.get("GAZE_REDIS_URL", d.redis_url),
-        redis_prefix=env.get("GAZE_REDIS_PREFIX", d.redis_prefix),
-        media_root=str(Path(env.get("GAZE_MEDIA_ROOT", d.media_root)).resolve()),
-        media_store=env.get("GAZE_MEDIA_STORE", d.media_store).strip().lower() or d.media_store,
-        s3_endpoint_url=env.get("GAZE_S3_ENDPOINT_URL", d.s3_endpoint_url),
-        s3_bucket=env.get("GAZE_S3_BUCKET", d.s3_bucket),
-        s3_prefix=env.get("GAZE_S3_PREFIX", d.s3_prefix).strip("/"),
-        s3_region=env.get("GAZE_S3_REGION", d.s3_region),
-        s3_access_key_id=env.get("GAZE_S3_ACCESS_KEY_ID", d.s3_access_key_id),
-        s3_secret_access_key=env.get("GAZE_S3_SECRET_ACCESS_KEY", d.s3_secret_access_key),
-        bind=env.get("GAZE_BIND", d.bind),
-        public_url=env.get("GAZE_PUBLIC_URL", d.public_url),
-        log_format=env.get("GAZE_LOG_FORMAT", d.log_format).strip().lower() or d.log_format,
-        gateway_workers=_int(env, "GAZE_GATEWAY_WORKERS", d.gateway_workers),
-        gateway_threads=_int(env, "GAZE_GATEWAY_THREADS", d.gateway_threads),
-        rpc_timeout=_float(env, "GAZE_RPC_TIMEOUT", d.rpc_timeout),
-        max_body_bytes=_int(env, "GAZE_MAX_BODY_BYTES", d.max_body_bytes),
-        metrics_token=env.get("GAZE_METRICS_TOKEN", d.metrics_token),
-        rate_limit_submit=env.get("GAZE_RATE_LIMIT_SUBMIT", d.rate_limit_submit).strip(),
-        rate_limit_read=env.get("GAZE_RATE_LIMIT_READ", d.rate_limit_read).strip(),
-        rate_limit_auth_failures=env.get("GAZE_RATE_LIMIT_AUTH_FAILURES", d.rate_limit_auth_failures).strip(),
-        rate_limit_login=env.get("GAZE_RATE_LIMIT_LOGIN", d.rate_limit_login).strip(),
-        rate_limit_strategy=env.get("GAZE_RATE_LIMIT_STRATEGY", d.rate_limit_strategy).strip().lower()
-                            or d.rate_limit_strategy,
-        max_dimension=_int(env, "GAZE_MAX_DIMENSION", d.max_dimension),
-        max_prompt_chars=_int(env, "GAZE_MAX_PROMPT_CHARS", d.max_prompt_chars),
-        checkpoints=_list(env, "GAZE_CHECKPOINTS", DEFAULT_CHECKPOINTS),
-        heartbeat=_int(env, "GAZE_HEARTBEAT", d.heartbeat),
-        service_workers=_int(env, "GAZE_SERVICE_WORKERS", d.service_workers),
-        db_pool_size=_int(env, "GAZE_DB_POOL_SIZE", d.db_pool_size),
-        db_timeout=_float(env, "GAZE_DB_TIMEOUT", d.db_timeout),
-        dispatch_sweep_seconds=_float(env, "GAZE_DISPATCH_SWEEP_SECONDS", d.dispatch_sweep_seconds),
-        stuck_job_seconds=_float(env, "GAZE_STUCK_JOB_SECONDS", d.stuck_job_seconds),
-        stuck_sweep_seconds=_float(env, "GAZE_STUCK_SWEEP_SECONDS", d.stuck_sweep_seconds),
-        presets_publish_seconds=_float(env, "GAZE_PRESETS_PUBLISH_SECONDS", d.presets_publish_seconds),
-        max_attempts=_int(env, "GAZE_MAX_ATTEMPTS", d.max_attempts),
-        backend=env.get("GAZE_BACKEND", d.backend),
-        replica_name=env.get("GAZE_REPLICA_NAME", d.replica_name),
-        simulated_gpu_seconds=_float(env, "GAZE_SIMULATED_GPU_SECONDS", d.simulated_gpu_seconds),
-        generator_prefetch=_int(env, "GAZE_GENERATOR_PREFETCH", d.generator_prefetch),
-        status_interval_seconds=_float(env, "GAZE_STATUS_INTERVAL_SECONDS", d.status_interval_seconds),
-        # GAZE_COMFYUI_TIMEOUT_SECONDS is the old name of this limit, when it was ComfyUI's only
-        job_timeout_seconds=_float(env, "GAZE_JOB_TIMEOUT_SECONDS",
-                                   _float(env, "GAZE_COMFYUI_TIMEOUT_SECONDS", d.job_timeout_seconds)),
-        worker_stall_seconds=_float(env, "GAZE_WORKER_STALL_SECONDS", d.worker_stall_seconds),
-        generator_health_bind=env.get("GAZE_GENERATOR_HEALTH_BIND", d.generator_health_bind).strip(),
-        comfyui_url=env.get("GAZE_COMFYUI_URL", d.comfyui_url),
-        comfyui_workflow=env.get("GAZE_COMFYUI_WORKFLOW", d.comfyui_workflow),
-        comfyui_retry_seconds=_float(env, "GAZE_COMFYUI_RETRY_SECONDS", d.comfyui_retry_seconds),
-        comfyui_poll_seconds=_float(env, "GAZE_COMFYUI_POLL_SECONDS", d.comfyui_poll_seconds),
-        models_dir=str(Path(env.get("GAZE_MODELS_DIR", d.models_dir)).resolve()),
-        diffusers_config_dir=(str(Path(env["GAZE_DIFFUSERS_CONFIG_DIR"]).resolve())
-                              if env.get("GAZE_DIFFUSERS_CONFIG_DIR") else d.diffusers_config_dir),
-        diffusers_device=env.get("GAZE_DIFFUSERS_DEVICE", d.diffusers_device),
-        diffusers_dtype=env.get("GAZE_DIFFUSERS_DTYPE", d.diffusers_dtype),
-    ))
+    values = {}
+    for spec in fields(Settings):
+        default = spec.default if spec.default is not MISSING else spec.default_factory()
+        names = (env_name(spec.name), *spec.metadata.get("aliases", ()))
+        raw = next((env[name] for name in names if env.get(name) not in (None, "")), env.get(names[0]))
+        parse = spec.metadata.get("parse")
+        if parse is not None:
+            values[spec.name] = parse(default if raw is None else raw, default)
+        elif raw is None or (raw == "" and spec.type != "str"):
+            values[spec.name] = default
+        else:
+            values[spec.name] = _BY_TYPE[spec.type](raw)
+    return _checked(Settings(**values))
+
+
+_BY_TYPE = {"str": str, "int": int, "float": float,
+            "list": lambda raw: [item.strip() for item in raw.split(",") if item.strip()]}
 
 
 def _checked(settings: Settings) -> Settings:
