@@ -39,14 +39,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import GAZE, PRESET, Proc, Stack, log, machine_description, publish  # noqa: E402
+from bench.stack import GAZE, PRESET, Proc, Stack, log, machine_description, percentile, publish  # noqa: E402
 from services.generator.backends.comfyui import DEFAULT_WORKFLOW, Workflow  # noqa: E402
 from shared.schemas import GenerationSpec  # noqa: E402
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
 
 
 class ComfyStack(Stack):

@@ -29,13 +29,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import GAZE, Proc, Stack, machine_description, publish  # noqa: E402
+from bench.stack import GAZE, Proc, Stack, machine_description, percentile, publish  # noqa: E402
 from shared.job_view import JobView  # noqa: E402
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def main():

@@ -52,6 +52,14 @@ def log(message):
 
 # --- the machine ----------------------------------------------------------------------------------------
 
+def percentile(values, q):
+    """The q-th percentile (nearest rank) of `values`; NaN for none."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
 def publish(text: str, markdown_path=None) -> None:
     """Print a benchmark's report and, when asked, write it to a markdown file."""
     print(text)

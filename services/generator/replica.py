@@ -46,7 +46,6 @@ class GpuWorker(DependencyProvider):
         if self.settings.generator_health_bind:
             host, _, port = self.settings.generator_health_bind.rpartition(":")
             listener = eventlet.listen((host or "0.0.0.0", int(port)))
-            self.health_port = listener.getsockname()[1]
             self._threads.append(self.container.spawn_managed_thread(
                 lambda: eventlet.wsgi.server(listener, self._health_app, log_output=False)))
 
@@ -77,7 +76,7 @@ class GpuWorker(DependencyProvider):
         healthy, detail, checkpoints = self._health
         serving = self.supervisor.serving
         if not serving:
-            healthy, detail = False, f"worker {self.supervisor.state}: {self.supervisor.detail}"
+            healthy, detail = False, self.supervisor.state_text
         return GeneratorStatus(replica=self.replica, backend=self.settings.backend, healthy=healthy and serving,
                                detail=detail, checkpoints=checkpoints if healthy and serving else None,
                                state=self.supervisor.state, worker_pid=self.supervisor.worker_pid,

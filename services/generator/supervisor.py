@@ -416,6 +416,11 @@ class WorkerSupervisor:
         return self.state in SERVING
 
     @property
+    def state_text(self) -> str:
+        """The state and its reason, as health details say it: "worker restarting: <why>"."""
+        return f"worker {self.state}: {self.detail}"
+
+    @property
     def worker_pid(self):
         return self.current.process.pid if self.current is not None else None
 
@@ -423,7 +428,7 @@ class WorkerSupervisor:
         """(ok, detail, checkpoints) from the worker's backend; never ok while the worker is not serving."""
         worker = self.current
         if worker is None or not self.serving:
-            return False, f"worker {self.state}: {self.detail}", None
+            return False, self.state_text, None
         while True:     # drop answers to probes that timed out earlier
             try:
                 self._health_answers.get_nowait()
@@ -435,7 +440,7 @@ class WorkerSupervisor:
         except Empty:
             return False, f"the backend's health check did not answer within {HEALTH_TIMEOUT:g} s", None
         if not self.serving:
-            return False, f"worker {self.state}: {self.detail}", None
+            return False, self.state_text, None
         return healthy, detail, checkpoints
 
 

@@ -10,6 +10,21 @@ outside this package makes a string RPC call.
 from __future__ import annotations
 
 
+class ServiceClient:
+    """What every client shares: the transport, and calls to the service named `service`."""
+
+    service: str
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def _call(self, method, *args):
+        return self._transport.call(self.service, method, *args)
+
+    def _call_async(self, method, *args):
+        return self._transport.call_async(self.service, method, *args)
+
+
 class NamekoTransport:
     """A nameko RpcProxy dependency (one service) as a transport."""
 

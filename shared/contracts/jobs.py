@@ -1,15 +1,13 @@
 """The jobs service's RPC contract (services/jobs/service.py is the callee)."""
 from __future__ import annotations
 
+from shared.contracts import ServiceClient
+
 SERVICE = "jobs"
 
 
-class JobsClient:
-    def __init__(self, transport):
-        self._transport = transport
-
-    def _call(self, method, *args):
-        return self._transport.call(SERVICE, method, *args)
+class JobsClient(ServiceClient):
+    service = SERVICE
 
     def create(self, spec: dict, count: int, request_id: str | None = None) -> list[str]:
         """N pending jobs for one resolved spec, in one transaction; the same request_id twice answers the
@@ -33,7 +31,7 @@ class JobsClient:
 
     def claim_async(self, job_id: str, replica: str, redelivered: bool = False):
         """Reserve the job for a generator replica; the reply (a ClaimResult) is fetched later."""
-        return self._transport.call_async(SERVICE, "claim", job_id, replica, redelivered)
+        return self._call_async("claim", job_id, replica, redelivered)
 
     def replicas(self) -> list[dict]:
         return self._call("replicas")

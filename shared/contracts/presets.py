@@ -1,15 +1,13 @@
 """The presets service's RPC contract (services/presets/service.py is the callee)."""
 from __future__ import annotations
 
+from shared.contracts import ServiceClient
+
 SERVICE = "presets"
 
 
-class PresetsClient:
-    def __init__(self, transport):
-        self._transport = transport
-
-    def _call(self, method, *args):
-        return self._transport.call(SERVICE, method, *args)
+class PresetsClient(ServiceClient):
+    service = SERVICE
 
     def list(self) -> list[dict]:
         return self._call("list")

@@ -77,11 +77,6 @@ KARRAS_SUFFIX = "_karras"
 SAMPLER_NEEDS = {"lms": "scipy", "dpmpp_sde": "torchsde"}
 
 
-# diffusers imports its classes lazily, on first attribute access; two threads of the worker (a job and a
-# health check) doing that at once can find a half-imported module
-_LAZY_IMPORT = threading.Lock()
-
-
 def _torch():
     try:
         import torch
@@ -262,8 +257,7 @@ class DiffusersBackend:
         repo_id = reference_repo(model_type)
         config = self.local_config(repo_id)
         class_name = _pipeline_class_name(config) or class_name
-        with _LAZY_IMPORT:
-            pipeline_class = getattr(diffusers, class_name)
+        pipeline_class = getattr(diffusers, class_name)
         expected = inspect.signature(pipeline_class.__init__).parameters
         extra = {name: None for name in OPTIONAL_COMPONENTS if name in expected}
         if "requires_safety_checker" in expected:
@@ -309,8 +303,7 @@ class DiffusersBackend:
     def _scheduler(self, class_name, overrides, sampler):
         diffusers = _diffusers()
         try:
-            with _LAZY_IMPORT:
-                cls = getattr(diffusers, class_name)
+            cls = getattr(diffusers, class_name)
             if "use_karras_sigmas" in overrides and \
                     "use_karras_sigmas" not in inspect.signature(cls.__init__).parameters:
                 raise BackendError(f"sampler {sampler!r}: {class_name} has no Karras sigmas")
