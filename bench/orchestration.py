@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import GAZE, Proc, Stack, machine_description, percentile, publish  # noqa: E402
-from shared.job_view import JobView  # noqa: E402
+from shared.contracts.jobs.view import JobView  # noqa: E402
 
 
 def main():

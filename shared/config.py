@@ -56,7 +56,7 @@ DEFAULT_CHECKPOINTS = (
 class Settings:
     amqp_uri: str = "amqp://guest:guest@127.0.0.1:5672/"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/gaze"
-    redis_url: str = "redis://127.0.0.1:6379/0"   # the job read model (shared/job_view.py); "" = none, polls use RPC
+    redis_url: str = "redis://127.0.0.1:6379/0"   # the job read model (shared/contracts/jobs/view.py); "" = none, polls use RPC
     redis_prefix: str = "gaze"                     # key prefix, so several stacks can share one Redis
     media_root: str = setting("var/media", parse=_resolved_path)
     # media store (shared/media.py): "local" = the media_root directory; "s3" = a bucket of an
@@ -77,7 +77,7 @@ class Settings:
     rpc_timeout: float = 10.0
     max_body_bytes: int = 64 * 1024
     metrics_token: str = ""                 # "" = /metrics open (keep it off the public network); else a bearer token
-    # gateway rate limits (services/gateway/rate_limit.py): "<n>/<second|minute|hour|day>"; "" or "0" = off
+    # gateway rate limits (services/gateway/stores/rate_limit.py): "<n>/<second|minute|hour|day>"; "" or "0" = off
     rate_limit_submit: str = setting("60/minute", parse=_stripped)        # POST /api/v1/generate/<slug>, per API key
     rate_limit_read: str = setting("", parse=_stripped)                   # polls and the presets list, per API key; off: no Redis round trip
     rate_limit_auth_failures: str = setting("30/minute", parse=_stripped) # invalid API keys, per client address
@@ -102,14 +102,14 @@ class Settings:
     # no progress, GAZE_GENERATOR_PREFETCH x the longest generation (a reserved job waits for the ones ahead).
     stuck_job_seconds: float = 1800.0
     stuck_sweep_seconds: float = 60.0       # how often the jobs service looks for stuck jobs
-    # presets: how often the presets read model (shared/preset_view.py) is checked against Postgres
+    # presets: how often the presets read model (shared/contracts/presets/view.py) is checked against Postgres
     presets_publish_seconds: float = 5.0
     max_attempts: int = 3
     # generator
     backend: str = "preview"
     replica_name: str = ""
     simulated_gpu_seconds: float = 0.2
-    generator_prefetch: int = 2             # jobs a replica holds: 1 running + 1 claimed and waiting (see shared/runner.py)
+    generator_prefetch: int = 2             # jobs a replica holds: 1 running + 1 claimed and waiting (see operations/runner.py)
     status_interval_seconds: float = 30.0
     # generator: its worker process (services/generator/supervisor.py)
     # per job, every backend, counted from the moment the backend starts the job; then it is stopped and fails

@@ -5,7 +5,7 @@
        └──▶ done | failed      (a job can end before its start was recorded: events are not ordered)
 
 States only move forward, by rank: the jobs service's conditional UPDATEs (services/jobs/store.py) only
-ever apply a transition out of an ACTIVE state, the Redis read model (shared/job_view.py) orders a job's
+ever apply a transition out of an ACTIVE state, the Redis read model (shared/contracts/jobs/view.py) orders a job's
 documents by rank, the OpenAPI document lists STATES, and the web UI's JavaScript reads this definition
 from the page (`client_definition`, rendered into every page by services/gateway/web/render.py) instead
 of a copy of its own. The jobs table's CHECK constraint (migration 0001) cannot import Python: a test

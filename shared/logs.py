@@ -1,6 +1,6 @@
 """Structured logging for every GAZE process (see README "Observability").
 
-`configure(service)` is called once at start-up by each process: the nameko services (shared/runner.py)
+`configure(service)` is called once at start-up by each process: the nameko services (operations/runner.py)
 and each gunicorn worker (services/gateway/wsgi.py); gunicorn's own error and access loggers use the
 same formatter through `services.gateway.gunicorn_conf.GunicornLogger`. Every record, GAZE's own and
 those of nameko, kombu, amqp and the other libraries, goes through one handler on the root logger:

@@ -3,7 +3,7 @@
 Two stores with one interface, chosen by GAZE_MEDIA_STORE (`open_media_store`):
 - `local` (default): a directory (GAZE_MEDIA_ROOT); the gateway serves it with Falcon's static route.
 - `s3`: a bucket of any S3-compatible object store (AWS S3, MinIO, ...), keys `<GAZE_S3_PREFIX>/<path>`;
-  the gateway streams objects from it (services/gateway/media_route.py). Generators on other machines
+  the gateway streams objects from it (services/gateway/api/media.py). Generators on other machines
   write there and the gateway reads from there, with no shared filesystem.
 
 Either way `relative_path` is also the URL tail under /static/uploads, and both stores apply the same

@@ -53,7 +53,7 @@ def delete_vhost(vhost):
 
 
 def migrate(settings):
-    from services.gateway.cli import cmd_migrate
+    from operations.cli import cmd_migrate
 
     cmd_migrate(None, settings)
 

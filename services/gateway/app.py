@@ -7,16 +7,16 @@ import falcon
 
 from shared.media import URL_PREFIX, open_media_store
 from services.gateway import errors
-from services.gateway.auth import ApiKeyAuth
-from services.gateway.job_lookup import JobLookup
-from services.gateway.openapi import OpenApiResource
-from services.gateway.health import HealthResource, Readiness, ReadinessResource
-from services.gateway.metrics import GatewayMetrics, MetricsResource
-from services.gateway.media_route import StoreMediaRoute
-from services.gateway.preset_lookup import PresetLookup
-from services.gateway.resources import GenerateResource, JobResource, PresetsResource
+from services.gateway.api.auth import ApiKeyAuth
+from services.gateway.stores.job_lookup import JobLookup
+from services.gateway.api.openapi import OpenApiResource
+from services.gateway.ops.health import HealthResource, Readiness, ReadinessResource
+from services.gateway.ops.metrics import GatewayMetrics, MetricsResource
+from services.gateway.api.media import StoreMediaRoute
+from services.gateway.stores.preset_lookup import PresetLookup
+from services.gateway.api.resources import GenerateResource, JobResource, PresetsResource
 from services.gateway.web import routes as web_routes
-from services.gateway.web.render import ASSETS_PREFIX
+from services.gateway.web.render import ASSETS_PREFIX, error_page
 from services.gateway.web.session import SessionAuth
 
 
@@ -24,9 +24,9 @@ def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None,
                idempotency=None, limiter=None) -> falcon.App:
     """`rpc` has .call(service, method, *args); `keys` is the ApiKeyStore, `admin` the AdminStore (web
     login and sessions); `probes` (probes.Probes) gives /readyz and /metrics their bounded-time views of
-    the broker, the database and the work queue; `view` the job read model (shared.job_view.JobView; None
+    the broker, the database and the work queue; `view` the job read model (shared.contracts.jobs.view.JobView; None
     = none, every poll asks the jobs service); `preset_view` the presets read model
-    (shared.preset_view.PresetView; None = none, listing and resolving ask the presets service);
+    (shared.contracts.presets.view.PresetView; None = none, listing and resolving ask the presets service);
     `idempotency` the Idempotency-Key store (idempotency.IdempotencyStore; None = the header is
     validated but not honoured). All are
     injected so tests can run the real app against fakes or against the real broker and database.
@@ -39,7 +39,7 @@ def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None,
     limiting = [limiter] if limiter is not None else []
     app = falcon.App(middleware=[metrics.http, ApiKeyAuth(keys, limiter), SessionAuth(admin), *limiting])
     app.req_options.strip_url_path_trailing_slash = True
-    errors.register(app)
+    errors.register(app, render_page=error_page)
     # operations endpoints: no API key, no session (see README "Observability")
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadinessResource(Readiness(probes, settings.status_interval_seconds)))

@@ -14,10 +14,11 @@ import redis
 from nameko.exceptions import RemoteError, RpcTimeout
 
 from shared.errors import Conflict, InvalidField, NotFound
-from services.gateway.idempotency import KeyReused, StillInProgress
-from services.gateway.rate_limit import RateLimited
+from shared.media import MediaStoreError
+from services.gateway.stores.idempotency import KeyReused, StillInProgress
+from services.gateway.stores.rate_limit import RateLimited
 from services.gateway.outages import RETRY_AFTER_SECONDS, outage_message
-from services.gateway.rpc import ServiceUnavailable
+from services.gateway.stores.rpc import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,20 @@ def _wants_html(req):
     return not req.path.startswith(JSON_PREFIXES) and "text/html" in (req.accept or "")
 
 
-def serialize(req, resp, exc):
-    message = exc.description or exc.title
-    if _wants_html(req):
-        from services.gateway.web.render import render
-
-        render(req, resp, "error.html", status=exc.status, message=message, status_line=exc.status)
-        return
-    body = {"error": message}
-    if getattr(exc, "field", None):
-        body["field"] = exc.field
-    resp.content_type = falcon.MEDIA_JSON
-    resp.text = json.dumps(body)
+def serializer(render_page=None):
+    """The error serializer: JSON, or for a person in a browser `render_page(req, resp, exc, message)` (the
+    web UI's error page, passed in by the app factory so this table does not import the UI)."""
+    def serialize(req, resp, exc):
+        message = exc.description or exc.title
+        if render_page is not None and _wants_html(req):
+            render_page(req, resp, exc, message)
+            return
+        body = {"error": message}
+        if getattr(exc, "field", None):
+            body["field"] = exc.field
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = json.dumps(body)
+    return serialize
 
 
 def _raise(status, message_of, field_of=lambda exc: None, headers=None):
@@ -59,6 +62,12 @@ def _raise(status, message_of, field_of=lambda exc: None, headers=None):
 def _unexpected(req, resp, exc, params):
     log.exception("unhandled error on %s %s", req.method, req.path)
     raise ApiError(falcon.HTTP_500, "internal error; the gateway log has the details")
+
+
+def _media_unavailable(req, resp, exc, params):
+    log.warning("media store: %s", exc)
+    raise ApiError(falcon.HTTP_503, "the media store is not reachable; try again shortly",
+                   headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
 def _rate_limited(req, resp, exc, params):
@@ -85,13 +94,14 @@ HANDLERS = [
     (redis.exceptions.ConnectionError, _outage),
     (redis.exceptions.TimeoutError, _outage),
     (RemoteError, _outage),                # a service's own Postgres outage, named by its exc_type
+    (MediaStoreError, _media_unavailable),   # the S3 store behind images and thumbnails
     (RateLimited, _rate_limited),   # 429, Retry-After: seconds until the window resets
     (KeyReused, _raise(falcon.HTTP_422, str, lambda e: "Idempotency-Key")),
     (StillInProgress, _raise(falcon.HTTP_409, str, lambda e: "Idempotency-Key", headers={"Retry-After": "1"})),
 ]
 
 
-def register(app: falcon.App) -> None:
-    app.set_error_serializer(serialize)
+def register(app: falcon.App, render_page=None) -> None:
+    app.set_error_serializer(serializer(render_page))
     for exc_type, handler in HANDLERS:
         app.add_error_handler(exc_type, handler)

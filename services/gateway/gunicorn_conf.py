@@ -59,7 +59,7 @@ timeout = 60
 # and the test suite's) would fight over it, and nothing here uses it.
 control_socket_disable = True
 
-# Prometheus multiprocess mode (see services/gateway/metrics.py and README "Observability"): every worker
+# Prometheus multiprocess mode (see services/gateway/ops/metrics.py and README "Observability"): every worker
 # writes its request counters to mmap'ed files in one directory and /metrics sums them over all workers.
 # The variable must be set before any worker imports prometheus_client (workers inherit it from this,
 # the master); the directory lives under GAZE_RUN_DIR, which `gaze up` sets.

@@ -1,15 +1,15 @@
 """The WSGI entry point gunicorn loads in each worker (after the fork: preload is off)."""
 from shared import config, logs
 from shared.db import open_pool
-from shared.job_view import JobView
-from shared.preset_view import PresetView
-from services.gateway.admin import AdminStore
-from services.gateway.api_keys import ApiKeyStore
+from shared.contracts.jobs.view import JobView
+from shared.contracts.presets.view import PresetView
+from services.gateway.stores.admin import AdminStore
+from services.gateway.stores.api_keys import ApiKeyStore
 from services.gateway.app import create_app
-from services.gateway.idempotency import IdempotencyStore
-from services.gateway.probes import Probes
-from services.gateway.rate_limit import RateLimiter
-from services.gateway.rpc import RpcPool
+from services.gateway.stores.idempotency import IdempotencyStore
+from services.gateway.ops.probes import Probes
+from services.gateway.stores.rate_limit import RateLimiter
+from services.gateway.stores.rpc import RpcPool
 
 settings = config.load()
 logs.configure("gateway", settings)

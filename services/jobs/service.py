@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from shared import events
 from shared.config import from_nameko
 from shared.errors import EXPECTED, InvalidField
-from shared.job_view import JobViewWriter
+from services.jobs.read_model import JobViewWriter
 from shared.media import image_url
 from shared.schemas import MAX_COUNT, GenerationSpec
 from shared.timers import configured_timer

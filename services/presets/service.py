@@ -1,6 +1,6 @@
 """The `presets` nameko service: owns presets and resolves them into generation specs.
 
-It also keeps the presets read model (shared/preset_view.py) current: a snapshot of every preset in Redis,
+It also keeps the presets read model (shared/contracts/presets/view.py) current: a snapshot of every preset in Redis,
 published after each write it commits, at start and by a timer, from which the gateway lists presets and
 resolves generate requests without an RPC."""
 import logging
@@ -13,8 +13,9 @@ from pydantic import ValidationError
 from shared import events
 from shared.config import from_nameko
 from shared.errors import EXPECTED, InvalidField
-from shared.preset_view import PresetViewWriter, summary, token
-from shared.resolve import resolve
+from shared.contracts.presets.view import summary, token
+from services.presets.read_model import PresetViewWriter
+from shared.contracts.presets.resolve import resolve
 from shared.schemas import PresetFields, first_error
 from shared.timers import configured_timer
 from services.presets.store import PresetStore

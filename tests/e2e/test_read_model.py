@@ -10,7 +10,7 @@ import pytest
 import redis
 import requests
 
-from shared.job_view import RANK, JobView
+from shared.contracts.jobs.view import RANK, JobView
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ connection and hand the unacknowledged job to the other replica while the first 
 the job would start twice. The replica runs the backend in its worker process
 (services/generator/supervisor.py) to keep the loop (and its heartbeats) going; this test holds it to that.
 
-The two generator replicas run as separate processes (`python -m shared.runner generator`), as in
+The two generator replicas run as separate processes (`python -m operations.runner generator`), as in
 production: in one process a blocked loop would freeze both replicas at once, and the redelivered job
 could only be picked up after the first run had already finished, which hides the double start."""
 import os
@@ -50,7 +50,7 @@ def spawn_generator(settings, tmp_path):
             **env,
         )
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "shared.runner", "generator"], cwd=ROOT,
+            process = subprocess.Popen([sys.executable, "-m", "operations.runner", "generator"], cwd=ROOT,
                                        env=environment, stdout=log, stderr=subprocess.STDOUT)
         started.append((process, log_path))
         return process, log_path

@@ -1,4 +1,4 @@
-"""The job read model (shared/job_view.py) against the real Redis, and the jobs service keeping it current."""
+"""The job read model (shared/contracts/jobs/view.py) against the real Redis, and the jobs service keeping it current."""
 import json
 import uuid
 
@@ -6,8 +6,8 @@ import pytest
 import redis
 
 from shared import events
-from shared.job_view import JobView, version
-from services.gateway.job_lookup import JobLookup
+from shared.contracts.jobs.view import JobView, version
+from services.gateway.stores.job_lookup import JobLookup
 from shared.errors import NotFound
 from tests.integration.conftest import make_spec, wait_until
 from tests.integration.test_jobs_service import (REPLICA, completed, dispatch, failed, jobs, jobs_config,  # noqa: F401

@@ -346,7 +346,7 @@ def _silent_for(db, job_id, seconds):
 
 
 def _read_model(settings, job_id):
-    from shared.job_view import JobView
+    from shared.contracts.jobs.view import JobView
 
     view = JobView(settings.redis_url, settings.redis_prefix)
     try:

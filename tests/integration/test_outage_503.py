@@ -7,7 +7,7 @@ import falcon.testing
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from services.gateway.api_keys import ApiKeyStore
+from services.gateway.stores.api_keys import ApiKeyStore
 from services.gateway.app import create_app
 from shared import config
 from tests.unit.fake_probes import FakeProbes

@@ -1,4 +1,4 @@
-"""The presets read model (shared/preset_view.py) against the real Redis, PostgreSQL and RabbitMQ: the
+"""The presets read model (shared/contracts/presets/view.py) against the real Redis, PostgreSQL and RabbitMQ: the
 versioned write, the revision trigger, the presets service publishing, and the gateway answering from it."""
 import dataclasses
 import json
@@ -9,7 +9,8 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared.db import open_pool
-from shared.preset_view import PresetSnapshot, PresetView, token
+from shared.contracts.presets.view import PresetSnapshot, PresetView, token
+from services.presets.read_model import PresetPublisher
 from services.gateway.app import create_app
 from services.presets.service import PresetsService
 from services.presets.store import PresetRepository
@@ -42,14 +43,14 @@ def prefix(settings):
     """A Redis prefix of this test's own; its keys are removed afterwards."""
     prefix = f"{settings.redis_prefix}-pv-{uuid.uuid4().hex[:8]}"
     yield prefix
-    cleaner = PresetView(REDIS_URL, prefix)
+    cleaner = PresetPublisher(REDIS_URL, prefix)
     cleaner.client.delete(cleaner.revision_key, cleaner.snapshot_key)
     cleaner.close()
 
 
 @pytest.fixture
 def view(prefix):
-    view = PresetView(REDIS_URL, prefix)
+    view = PresetPublisher(REDIS_URL, prefix)
     yield view
     view.close()
 
@@ -101,11 +102,11 @@ def test_the_reader_parses_each_revision_once(view):
 
 
 def test_an_unreachable_or_unconfigured_redis_reads_as_no_snapshot():
-    down = PresetView(DOWN_REDIS_URL, timeout=0.2)
+    down = PresetPublisher(DOWN_REDIS_URL, timeout=0.2)
     assert down.current() is None
     assert down.publish({"revision": 1, "epoch": "e"}, [ROW]) is False
     assert down.stored_token() is None
-    off = PresetView("")
+    off = PresetPublisher("")
     assert not off.enabled and off.current() is None and off.publish({"revision": 1, "epoch": "e"}, []) is False
 
 

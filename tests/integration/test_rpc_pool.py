@@ -1,4 +1,4 @@
-"""services.gateway.rpc.RpcPool against the real broker: how the gateway's RPC calls fail, and that its
+"""services.gateway.stores.rpc.RpcPool against the real broker: how the gateway's RPC calls fail, and that its
 proxies are reused."""
 import time
 
@@ -7,8 +7,8 @@ import pytest
 from nameko.exceptions import RpcTimeout
 from nameko.rpc import rpc
 
-from services.gateway import rpc as gateway_rpc
-from services.gateway.rpc import RpcPool, ServiceUnavailable
+from services.gateway.stores import rpc as gateway_rpc
+from services.gateway.stores.rpc import RpcPool, ServiceUnavailable
 from shared.errors import NotFound
 
 POOL_TIMEOUT = 1.0

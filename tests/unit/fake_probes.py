@@ -1,4 +1,4 @@
-"""A stand-in for services.gateway.probes.Probes: the broker, database and work queue as /readyz and
+"""A stand-in for services.gateway.ops.probes.Probes: the broker, database and work queue as /readyz and
 /metrics see them, answered from memory. Every unit test that builds the app passes one."""
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from shared.db import open_pool
-from services.gateway.api_keys import KEY_PREFIX, LOOKUP_CHARS, ApiKeyStore
+from services.gateway.stores.api_keys import KEY_PREFIX, LOOKUP_CHARS, ApiKeyStore
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from nameko.exceptions import RpcTimeout
 from shared import config
 from shared.errors import InvalidField, NotFound
 from services.gateway.app import create_app
-from services.gateway.rpc import ServiceUnavailable
+from services.gateway.stores.rpc import ServiceUnavailable
 from tests.unit.fake_probes import FakeProbes
 
 GOOD_KEY = "gz_good-key"

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared import config
 from shared.media import S3MediaStore, s3_client
-from services.gateway import thumbnails
+from services.gateway.web import thumbnails
 from services.gateway.app import create_app
 from services.gateway.web.render import thumb_url
 from tests.s3_server import REGION, ACCESS_KEY, SECRET_KEY, raw_client, s3_env, unique_bucket

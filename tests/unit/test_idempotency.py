@@ -1,5 +1,5 @@
 """Idempotency-Key on POST /api/v1/generate/<slug>: the real Falcon app over a fake RPC, with the real
-idempotency table in the session's Postgres database (services/gateway/idempotency.py)."""
+idempotency table in the session's Postgres database (services/gateway/stores/idempotency.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +14,8 @@ import pytest
 from shared.db import open_pool
 from shared.errors import NotFound
 from services.gateway.app import create_app
-from services.gateway.idempotency import IdempotencyStore
-from services.gateway.rpc import ServiceUnavailable
+from services.gateway.stores.idempotency import IdempotencyStore
+from services.gateway.stores.rpc import ServiceUnavailable
 from tests.unit.fake_probes import FakeProbes
 from tests.unit.test_gateway_http import (AUTH, GOOD_KEY, JSON, SLUG, FakeKeys, FakeRpc, NoSessions,
                                           assert_json_error)
@@ -261,7 +261,7 @@ def test_no_store_means_the_header_is_only_validated(settings):
 
 
 def test_a_keyed_request_has_one_create_request_id_for_all_its_retries():
-    from services.gateway.idempotency import fingerprint, request_id
+    from services.gateway.stores.idempotency import fingerprint, request_id
 
     body = fingerprint("example_01", {"count": 2})
     assert request_id("gz_a", "key-1", body) == request_id("gz_a", "key-1", body)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.openapi import document
+from services.gateway.api.openapi import document
 from shared import config
 from shared import job_states
 from shared.job_states import ACTIVE, RANK, STATES, TERMINAL, may_move, sql_list

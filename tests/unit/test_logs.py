@@ -127,7 +127,7 @@ def test_text_format_puts_the_traceback_after_the_line(capture):
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_an_api_key_never_appears(capture, log_format):
     out = capture("gateway", log_format)
-    log = logging.getLogger("services.gateway.rpc")
+    log = logging.getLogger("services.gateway.stores.rpc")
     log.warning("GET /api/v1/job/%s?api_key=%s failed", JOB_ID, KEY)
     log.warning("request failed", extra={"api_key": KEY, "url": f"http://h/x?a=1&api_key={KEY}&b=2"})
     try:

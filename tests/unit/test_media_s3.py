@@ -244,7 +244,7 @@ def test_factory_refuses_an_unknown_store():
 # --------------------------------------------------------------------------------------------------
 
 def test_gaze_init_creates_the_bucket_once(endpoint, tmp_path, capsys):
-    from services.gateway.cli import ensure_media_store
+    from operations.cli import ensure_media_store
 
     name = unique_bucket()
     settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path / "media"), **s3_env(endpoint, name, "p")})
@@ -257,14 +257,14 @@ def test_gaze_init_creates_the_bucket_once(endpoint, tmp_path, capsys):
 
 
 def test_gaze_init_makes_the_local_directory(tmp_path):
-    from services.gateway.cli import ensure_media_store
+    from operations.cli import ensure_media_store
 
     ensure_media_store(config.load({"GAZE_MEDIA_ROOT": str(tmp_path / "media")}))
     assert (tmp_path / "media").is_dir()
 
 
 def test_gaze_init_waits_only_for_a_store_it_cannot_reach(endpoint, monkeypatch):
-    from services.gateway import cli
+    from operations import cli
 
     sleeps = []
     monkeypatch.setattr("time.sleep", sleeps.append)

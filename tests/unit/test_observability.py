@@ -20,7 +20,7 @@ from psycopg_pool import PoolTimeout
 from shared import config
 from shared.errors import NotFound
 from services.gateway.app import create_app
-from services.gateway.rpc import ServiceUnavailable
+from services.gateway.stores.rpc import ServiceUnavailable
 from tests.unit.fake_probes import REPLICAS, FakeProbes
 from tests.unit.test_gateway_http import AUTH, JOB_ID, FakeKeys, FakeRpc, NoSessions
 

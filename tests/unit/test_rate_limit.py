@@ -1,4 +1,4 @@
-"""Rate limits (services/gateway/rate_limit.py): the real Falcon app over a fake RPC and fake keys, counting
+"""Rate limits (services/gateway/stores/rate_limit.py): the real Falcon app over a fake RPC and fake keys, counting
 in the real Redis under a prefix of its own per test (deleted afterwards)."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import falcon.testing
 import pytest
 import redis
 
-from services.gateway import rate_limit
+from services.gateway.stores import rate_limit
 from services.gateway.app import create_app
-from services.gateway.rate_limit import RateLimiter, parse_limit
+from services.gateway.stores.rate_limit import RateLimiter, parse_limit
 from shared import config
 from tests.unit.fake_probes import FakeProbes
 from tests.unit.test_gateway_http import (

@@ -5,7 +5,7 @@ import pytest
 
 from shared.errors import InvalidField
 from shared.schemas import GenerationSpec
-from shared.resolve import join_prompt, resolve
+from shared.contracts.presets.resolve import join_prompt, resolve
 
 KNOWN = ["Illustrious/model.safetensors", "SDXL/sd_xl_base_1.0.safetensors"]
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from shared import config
-from services.gateway import thumbnails
+from services.gateway.web import thumbnails
 from services.gateway.app import create_app
 from services.gateway.web.render import THUMB_SIZES, thumb_url
 from tests.unit.fake_probes import FakeProbes

@@ -20,7 +20,7 @@ from shared import config
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.schemas import PresetFields, first_error
 from services.gateway.app import create_app
-from shared.resolve import resolve
+from shared.contracts.presets.resolve import resolve
 from tests.unit.fake_probes import FakeProbes
 
 SLUG = "example_01"

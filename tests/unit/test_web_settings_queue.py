@@ -10,7 +10,7 @@ import falcon.testing
 import pytest
 
 from shared.db import open_pool
-from services.gateway.api_keys import KEY_PREFIX, LOOKUP_CHARS, ApiKeyStore, InvalidKeyName
+from services.gateway.stores.api_keys import KEY_PREFIX, LOOKUP_CHARS, ApiKeyStore, InvalidKeyName
 from services.gateway.app import create_app
 from tests.unit.fake_probes import FakeProbes
 

@@ -5,7 +5,7 @@ import secrets
 
 import falcon
 
-from services.gateway.admin import SESSION_DAYS
+from services.gateway.stores.admin import SESSION_DAYS
 from services.gateway.web.render import form_values, redirect, render
 from services.gateway.web.session import COOKIE, clear_session_cookie, csrf_ok, set_session_cookie
 

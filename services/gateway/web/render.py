@@ -37,6 +37,11 @@ def render(req, resp, template: str, status=falcon.HTTP_200, **context) -> None:
     resp.text = env.get_template(template).render(**context)
 
 
+def error_page(req, resp, exc, message) -> None:
+    """An error as the UI's HTML page (errors.register's `render_page`)."""
+    render(req, resp, "error.html", status=exc.status, message=message, status_line=exc.status)
+
+
 def form_values(req) -> dict:
     """An urlencoded form as {name: str}; fields sent twice keep their last value."""
     media = req.get_media(default_when_empty={})

@@ -9,7 +9,7 @@ from services.gateway.web.presets import (PresetCoverClearResource, PresetCoverR
                                           PresetResource, PresetsCollectionResource, PresetsExportResource,
                                           PresetsImportResource)
 from services.gateway.web.render import ASSETS_PREFIX, STATIC
-from services.gateway.thumbnails import ThumbnailResource
+from services.gateway.web.thumbnails import ThumbnailResource
 from services.gateway.web.queue import QueueResource
 from services.gateway.web.settings import (ApiGuideResource, ApiKeysResource, RegenerateKeyResource,
                                            RevokeKeyResource, SettingsResource)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import falcon
 
-from services.gateway.api_keys import InvalidKeyName
+from services.gateway.stores.api_keys import InvalidKeyName
 from services.gateway.errors import ApiError
 from services.gateway.web.render import form_values, redirect, render
 

@@ -18,7 +18,7 @@ import re
 
 import falcon
 
-from shared.media import URL_PREFIX, MediaNotFound, MediaStoreError, UnsafePath
+from shared.media import URL_PREFIX, MediaNotFound, UnsafePath
 from services.gateway.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,6 @@ PREFIX_RE = re.compile(re.escape(URL_PREFIX) + r"(?=/|\Z)")
 
 def _not_found():
     return ApiError(falcon.HTTP_404, "no such image")
-
-
-def store_unavailable(exc):
-    log.warning("media store: %s", exc)
-    return ApiError(falcon.HTTP_503, "the media store is not reachable; try again shortly",
-                    headers={"Retry-After": "5"})
 
 
 class _Chunks:
@@ -101,13 +95,11 @@ class StoreMediaRoute:
     @staticmethod
     def _from_store(read, relative_path):
         """`read(relative_path)` with the store's failures as the API's answers: 404 for a path that is
-        unsafe or names nothing, 503 when the store cannot be reached."""
+        unsafe or names nothing (a store that cannot be reached is a 503: errors.HANDLERS)."""
         try:
             return read(relative_path)
         except (UnsafePath, MediaNotFound):
             raise _not_found() from None
-        except MediaStoreError as exc:
-            raise store_unavailable(exc) from None
 
 
 def _not_modified(req, info) -> bool:

@@ -1,4 +1,4 @@
-"""The job read model: each job's public document (what GET /api/v1/job/<id> answers) kept in Redis.
+"""The job read model (its keys, versions and reads; the jobs service writes it: services/jobs/read_model.py): each job's public document (what GET /api/v1/job/<id> answers) kept in Redis.
 
 Why: a status poll is the API's hottest request. Answering it with an RPC costs two broker messages and
 a Postgres lookup per poll; answering it from Redis costs one GET. The jobs service stays the owner of
@@ -20,9 +20,7 @@ import logging
 import time
 
 import redis
-from nameko.extensions import DependencyProvider
 
-from shared.config import from_nameko
 from shared.job_states import RANK, TERMINAL  # a document's order is its job's rank
 
 log = logging.getLogger(__name__)
@@ -118,17 +116,3 @@ class JobView:
     def close(self):
         if self.client is not None:
             self.client.close()
-
-
-class JobViewWriter(DependencyProvider):
-    """The jobs service's handle on the read model (one Redis connection pool per container)."""
-
-    def setup(self):
-        settings = from_nameko(self.container.config)
-        self.view = JobView(settings.redis_url, settings.redis_prefix)
-
-    def stop(self):
-        self.view.close()
-
-    def get_dependency(self, worker_ctx):
-        return self.view

@@ -22,9 +22,8 @@ from pathlib import Path
 import falcon
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shared.media import LocalMediaStore, MediaInfo, MediaNotFound, MediaStoreError, UnsafePath
+from shared.media import LocalMediaStore, MediaInfo, MediaNotFound, UnsafePath
 from services.gateway.errors import ApiError
-from services.gateway.media_route import store_unavailable as _unavailable
 from services.gateway.web.render import THUMB_SIZES
 
 log = logging.getLogger(__name__)
@@ -102,8 +101,6 @@ class ThumbnailResource:
             info = self.store.stat(relative_path)
         except UnsafePath:
             raise _not_found() from None
-        except MediaStoreError as exc:
-            raise _unavailable(exc) from None
         if info is None or any(part.startswith(".") for part in info.relative_path.split("/")):
             raise _not_found()
         return info
@@ -121,8 +118,6 @@ class ThumbnailResource:
             return io.BytesIO(self.store.read_bytes(info.relative_path))
         except MediaNotFound:
             raise _not_found() from None
-        except MediaStoreError as exc:
-            raise _unavailable(exc) from None
 
     def on_get(self, req, resp, size, relative_path):
         cached = self.thumbnail(size, relative_path)

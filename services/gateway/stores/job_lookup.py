@@ -1,12 +1,12 @@
 """How the gateway answers "what is job X doing": the Redis read model first, the jobs service second.
 
-The read model (shared/job_view.py) answers almost every poll without touching the broker. A miss goes
+The read model (shared/contracts/jobs/view.py) answers almost every poll without touching the broker. A miss goes
 to the jobs service over RPC (which raises NotFound for an unknown id: never a made-up "pending") and
 the answer is written back, versioned, so the next poll is a hit and nothing older can replace it.
 """
 from __future__ import annotations
 
-from shared.job_view import JobView
+from shared.contracts.jobs.view import JobView
 from shared.contracts.jobs import JobsClient
 
 

@@ -30,8 +30,8 @@ from prometheus_client.utils import floatToGoString
 from shared import events
 from shared.contracts.jobs import JobsClient
 from services.gateway.errors import ApiError
-from services.gateway.health import OUTER_SLACK_SECONDS, describe_error, replica_state
-from services.gateway.probes import run_bounded
+from services.gateway.ops.health import OUTER_SLACK_SECONDS, describe_error, replica_state
+from services.gateway.ops.probes import run_bounded
 
 log = logging.getLogger(__name__)
 

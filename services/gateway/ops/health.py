@@ -11,8 +11,8 @@ from __future__ import annotations
 import falcon
 from nameko.exceptions import RpcTimeout
 
-from services.gateway.probes import ProbeTimeout, run_bounded
-from services.gateway.rpc import ServiceUnavailable
+from services.gateway.ops.probes import ProbeTimeout, run_bounded
+from services.gateway.stores.rpc import ServiceUnavailable
 from shared.contracts.jobs import JobsClient
 
 RETRY_AFTER_SECONDS = "5"

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from kombu import Connection
 
-from services.gateway.rpc import RpcPool
+from services.gateway.stores.rpc import RpcPool
 
 PROBE_TIMEOUT = 2.0  # seconds: RPC reply, database connection, broker connect/read
 

@@ -26,7 +26,7 @@ import uuid
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from services.gateway.rpc import ServiceUnavailable
+from services.gateway.stores.rpc import ServiceUnavailable
 
 TTL_SECONDS = 24 * 3600
 WAIT_SECONDS = 5.0

@@ -1,4 +1,4 @@
-"""Runs one GAZE nameko service in this process: `python -m shared.runner jobs`.
+"""Runs one GAZE nameko service in this process: `python -m operations.runner jobs`.
 
 Patches eventlet (and picks psycopg's cooperative wait) before anything imports psycopg, builds the
 nameko config from the environment once, and hands over to nameko's own runner (graceful stop on
@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import sys
 
-SERVICES = {
-    "presets": ("services.presets.service", "PresetsService"),
-    "jobs": ("services.jobs.service", "JobsService"),
-    "generator": ("services.generator.service", "GeneratorService"),
-}
 # A GPU runs one job at a time (BackendRunner serialises them), but a replica holds
 # GAZE_GENERATOR_PREFETCH unacknowledged jobs (nameko's max_workers is also its prefetch count): with 2,
 # the next job is delivered and claimed while the current one generates, so the GPU does not wait a
@@ -24,18 +19,16 @@ def run(name: str) -> None:
     from shared.green import patch
 
     patch()
-    import importlib
-
     from nameko.cli.run import run as nameko_run
 
     from shared import config, logs
+    from operations.registry import NAMEKO_SERVICES, SERVICES
 
-    if name not in SERVICES:
-        raise SystemExit(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+    if name not in NAMEKO_SERVICES:
+        raise SystemExit(f"unknown service {name!r}; choose one of {', '.join(NAMEKO_SERVICES)}")
     settings = config.load()
     logs.configure(name, settings)   # structured lines (GAZE_LOG_FORMAT), nameko's and kombu's included
-    module, cls = SERVICES[name]
-    service_cls = getattr(importlib.import_module(module), cls)
+    service_cls = SERVICES[name].nameko_class()
     nameko_run([service_cls], settings.nameko_config(**per_service(name, settings)))
 
 

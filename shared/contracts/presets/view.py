@@ -29,32 +29,11 @@ import threading
 import time
 
 import redis
-from nameko.extensions import DependencyProvider
-
-from shared.config import from_nameko
-
 log = logging.getLogger(__name__)
 
 # After a failed read, the gateway leaves Redis alone this long (answering through RPC), so a Redis that is
 # down costs one failed round trip per second per process instead of one per request.
 READ_BACKOFF_SECONDS = 1.0
-
-# KEYS: revision key, snapshot key. ARGV: revision, epoch, snapshot JSON. Returns 1 when written, 0 when the
-# stored snapshot is as new or newer (same epoch).
-_WRITE = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local sep = string.find(current, ':', 1, true)
-  if sep and string.sub(current, sep + 1) == ARGV[2]
-     and tonumber(string.sub(current, 1, sep - 1)) >= tonumber(ARGV[1]) then
-    return 0
-  end
-end
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
-return 1
-"""
-
 
 def token(version: dict) -> str:
     """The revision key's value for {"revision", "epoch"}."""
@@ -106,7 +85,8 @@ class PresetSnapshot:
 
 
 class PresetView:
-    """Versioned writes (the presets service) and cached reads (the gateway) of the presets snapshot."""
+    """Cached reads of the presets snapshot (the gateway); services/presets/read_model.py adds the
+    presets service's versioned writes."""
 
     def __init__(self, url: str, prefix: str = "gaze", timeout: float = 0.5):
         self.prefix = prefix
@@ -114,7 +94,6 @@ class PresetView:
         self.snapshot_key = f"{prefix}:presets:snapshot"
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                            health_check_interval=30) if url else None
-        self._write = self.client.register_script(_WRITE) if self.client else None
         self._cached: PresetSnapshot | None = None
         self._fetch_lock = threading.Lock()
         self._retry_at = 0.0
@@ -122,37 +101,6 @@ class PresetView:
     @property
     def enabled(self) -> bool:
         return self.client is not None
-
-    # --- the writer (the presets service) ------------------------------------------------------------
-
-    def publish(self, version: dict, presets: list[dict]) -> bool:
-        """Store this snapshot unless one as new or newer is there; True when written."""
-        if self.client is None:
-            return False
-        document = json.dumps({"revision": int(version["revision"]), "epoch": version["epoch"],
-                               "presets": presets}, separators=(",", ":"), ensure_ascii=False)
-        try:
-            written = bool(self._write(keys=[self.revision_key, self.snapshot_key],
-                                       args=[int(version["revision"]), version["epoch"], document]))
-        except redis.RedisError as exc:
-            log.warning("presets read model: publish of revision %s failed: %s", version.get("revision"), exc)
-            return False
-        if written:
-            log.debug("presets read model: published revision %s (%d presets)", version["revision"], len(presets))
-        return written
-
-    def stored_token(self):
-        """The revision key's value ("<revision>:<epoch>"), or None when absent or Redis is unreachable."""
-        if self.client is None:
-            return None
-        try:
-            raw = self.client.get(self.revision_key)
-        except redis.RedisError as exc:
-            log.warning("presets read model: reading the stored revision failed: %s", exc)
-            return None
-        return None if raw is None else raw.decode()
-
-    # --- the reader (the gateway) --------------------------------------------------------------------
 
     def current(self) -> PresetSnapshot | None:
         """The latest snapshot: one GET of the revision, the parsed snapshot from memory while that revision
@@ -190,17 +138,3 @@ class PresetView:
     def close(self):
         if self.client is not None:
             self.client.close()
-
-
-class PresetViewWriter(DependencyProvider):
-    """The presets service's handle on the read model (one Redis connection pool per container)."""
-
-    def setup(self):
-        settings = from_nameko(self.container.config)
-        self.view = PresetView(settings.redis_url, settings.redis_prefix)
-
-    def stop(self):
-        self.view.close()
-
-    def get_dependency(self, worker_ctx):
-        return self.view

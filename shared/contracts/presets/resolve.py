@@ -1,7 +1,7 @@
 """Turning a preset plus a request's overrides into a full generation spec.
 
 Pure, so both owners of a resolution use the same code: the presets service (`presets.resolve`) and the
-gateway answering from the presets read model (shared/preset_view.py) when no checkpoint is overridden."""
+gateway answering from the presets read model (shared/contracts/presets/view.py) when no checkpoint is overridden."""
 from __future__ import annotations
 
 from shared.errors import InvalidField

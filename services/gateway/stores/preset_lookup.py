@@ -1,7 +1,7 @@
 """How the gateway lists presets and resolves a generate request: the Redis read model first, the presets
 service second.
 
-The read model (shared/preset_view.py) holds a snapshot of every preset, so listing and resolving need no
+The read model (shared/contracts/presets/view.py) holds a snapshot of every preset, so listing and resolving need no
 broker round trip. The presets service stays the authority: a checkpoint override goes to it (only it
 knows which checkpoints the generator nodes report), and so does a slug the snapshot lacks (the snapshot
 may be a few seconds behind a direct SQL write; the service answers 404 for a slug that truly is unknown,
@@ -9,8 +9,8 @@ exactly as before). No snapshot (Redis down or not configured) means every call 
 """
 from __future__ import annotations
 
-from shared.preset_view import PresetSnapshot, PresetView
-from shared.resolve import resolve
+from shared.contracts.presets.view import PresetSnapshot, PresetView
+from shared.contracts.presets.resolve import resolve
 from shared.contracts.presets import PresetsClient
 
 

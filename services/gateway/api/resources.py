@@ -5,7 +5,9 @@ import json
 
 import falcon
 
-from services.gateway import generation, idempotency, validation
+from services.gateway import generation, validation
+
+from services.gateway.stores import idempotency
 
 
 def _presets_answer(presets) -> dict:

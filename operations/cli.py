@@ -10,24 +10,25 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from operations.registry import MIGRATING_SERVICES, NAMEKO_SERVICES, ROOT, SERVICES
+
 SUPERVISOR_CONF = ROOT / "deploy" / "supervisord.conf"
-MIGRATING_SERVICES = ("gateway", "presets", "jobs")
 
 
 def cmd_migrate(args, settings=None):
-    from shared import config, migrate
+    from shared import config
+    from operations import migrate
 
     settings = settings or config.load()
     migrate.ensure_database(settings.database_url)
     for service in MIGRATING_SERVICES:
-        applied = migrate.apply(settings.database_url, service, ROOT / "services" / service / "migrations")
+        applied = migrate.apply(settings.database_url, service, SERVICES[service].migrations_dir)
         print(f"migrations: {service}: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
 
 
 def _key_store(settings):
     from shared.db import open_pool
-    from services.gateway.api_keys import ApiKeyStore
+    from services.gateway.stores.api_keys import ApiKeyStore
 
     return ApiKeyStore(open_pool(settings.database_url, max_size=1, name="cli"), settings.redis_url,
                        settings.redis_prefix)
@@ -47,7 +48,7 @@ def cmd_api_key(args):
 
 def _admin_store(settings):
     from shared.db import open_pool
-    from services.gateway.admin import AdminStore
+    from services.gateway.stores.admin import AdminStore
 
     return AdminStore(open_pool(settings.database_url, max_size=1, name="cli"))
 
@@ -94,7 +95,7 @@ def cmd_generator_health(args):
 
 
 def cmd_service(args):
-    from shared.runner import run
+    from operations.runner import run
 
     run(args.name)
 
@@ -193,7 +194,7 @@ def main(argv=None):
     health = sub.add_parser("generator-health", help="list generator replicas; exit 1 when none is healthy")
     health.add_argument("--replica", help="check only this replica")
     service = sub.add_parser("service", help="run one nameko service in the foreground")
-    service.add_argument("name", choices=["presets", "jobs", "generator"])
+    service.add_argument("name", choices=NAMEKO_SERVICES)
     up = sub.add_parser("up", help="run the whole stack (gateway, presets, jobs, generators) until Ctrl-C")
     up.add_argument("--generators", type=int, default=int(os.environ.get("GENERATORS", "1")),
                     help="generator replicas (default: $GENERATORS or 1)")
