@@ -135,7 +135,7 @@ def initialise(settings):
     cmd_migrate(None, settings)
     ensure_media_store(settings)
     key = _key_store(settings).ensure()
-    password = _admin_store(settings).ensure_password(os.environ.get("GAZE_ADMIN_PASSWORD"))
+    password = _admin_store(settings).ensure_password(settings.admin_password)
     return key, password
 
 
@@ -156,7 +156,7 @@ def cmd_up(args):
 
     settings = config.load()
     key, password = initialise(settings)
-    run_dir = Path(os.environ.get("GAZE_RUN_DIR", ROOT / "var" / "run")).resolve()
+    run_dir = Path(settings.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     Path(settings.media_root).mkdir(parents=True, exist_ok=True)
     bar = "=" * 72
@@ -171,10 +171,12 @@ def cmd_up(args):
     if password:
         print("Web UI admin password (shown once; `gaze admin-password` sets a new one):")
         print(f"    {password}")
-    elif not os.environ.get("GAZE_ADMIN_PASSWORD"):
+    elif not settings.admin_password:
         print("Web UI: log in with the admin password printed at first start (or run `gaze admin-password`).")
     print("Stop with Ctrl-C.")
     print(bar, flush=True)
+    # what supervisord.conf reads (%(ENV_GAZE_...)s) and every process it starts inherits: the run
+    # directory resolved here, so all of them use the same one
     env = dict(os.environ, GAZE_GENERATORS=str(args.generators), GAZE_RUN_DIR=str(run_dir),
                GAZE_ROOT=str(ROOT), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     supervisord = shutil.which("supervisord", path=env["PATH"])
@@ -196,6 +198,7 @@ def main(argv=None):
     service = sub.add_parser("service", help="run one nameko service in the foreground")
     service.add_argument("name", choices=NAMEKO_SERVICES)
     up = sub.add_parser("up", help="run the whole stack (gateway, presets, jobs, generators) until Ctrl-C")
+    # GENERATORS, not a GAZE_ setting: the stack's shape, the variable docker compose's deploy.replicas reads too
     up.add_argument("--generators", type=int, default=int(os.environ.get("GENERATORS", "1")),
                     help="generator replicas (default: $GENERATORS or 1)")
     args = parser.parse_args(argv)

@@ -1,9 +1,12 @@
 """All configuration, read from environment variables in one place.
 
-Each setting is declared once, as a field of `Settings` with its default (and, where plain type
+Each setting is declared once, as a field of a settings dataclass with its default (and, where plain type
 conversion is not enough, its parser or an older name: `setting(...)`); its environment variable is
-GAZE_<FIELD NAME>, derived, never written out again (`load`). tests/unit/test_config.py checks that
-every one is documented in the README.
+GAZE_<FIELD NAME>, derived, never written out again (`load_settings`). `Settings` holds what the
+processes share; a backend's own settings are declared beside it (services/generator/backends: its
+`settings_class`) and loaded by the same `load_settings` in the process that builds it.
+tests/unit/test_config.py checks that every one is documented in the README and that no GAZE_ variable is
+read anywhere else.
 
 Every process (gateway, services, CLI) calls `load()` once at start-up; nameko services receive the
 values through their container config (see `nameko_config`) so tests can hand them their own.
@@ -15,30 +18,36 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 
-def _stripped(raw: str, default):
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# Parsers for `setting(parse=...)`: each turns the variable's text (the default when it is unset) into the value.
+
+def stripped(raw: str, default):
     return raw.strip()
 
 
-def _choice(raw: str, default):
+def choice(raw: str, default):
     """A keyword: case and spaces do not matter, and empty means the default."""
     return raw.strip().lower() or default
 
 
-def _resolved_path(raw: str, default):
+def resolved_path(raw: str, default):
     return str(Path(raw or default).resolve())
 
 
-def _optional_path(raw: str, default):
+def optional_path(raw: str, default):
     return str(Path(raw).resolve()) if raw else default
 
 
-def _key_prefix(raw: str, default):
+def key_prefix(raw: str, default):
     return raw.strip("/")
 
 
 def setting(default=None, *, parse=None, aliases=(), default_factory=None, **kwargs):
-    """A Settings field whose environment variable is GAZE_<NAME>; `parse(raw, default)` turns a set value
-    into the field's value (default: by the field's type), `aliases` are older names still read."""
+    """A field of a settings dataclass whose environment variable is GAZE_<NAME>; `parse(raw, default)`
+    turns a set value into the field's value (default: by the field's type), `aliases` are older names
+    still read."""
     metadata = {"parse": parse, "aliases": aliases}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata, **kwargs)
@@ -58,19 +67,23 @@ class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/gaze"
     redis_url: str = "redis://127.0.0.1:6379/0"   # the job read model (shared/contracts/jobs/view.py); "" = none, polls use RPC
     redis_prefix: str = "gaze"                     # key prefix, so several stacks can share one Redis
-    media_root: str = setting("var/media", parse=_resolved_path)
+    media_root: str = setting("var/media", parse=resolved_path)
     # media store (shared/media.py): "local" = the media_root directory; "s3" = a bucket of an
     # S3-compatible store, for generators on other machines (the gateway still caches thumbnails locally)
-    media_store: str = setting("local", parse=_choice)
+    media_store: str = setting("local", parse=choice)
     s3_endpoint_url: str = ""               # "" = AWS; e.g. http://minio:9000
     s3_bucket: str = ""
-    s3_prefix: str = setting("", parse=_key_prefix)  # optional key prefix: objects are <prefix>/<relative path>
+    s3_prefix: str = setting("", parse=key_prefix)  # optional key prefix: objects are <prefix>/<relative path>
     s3_region: str = ""                     # "" = boto3's default
     s3_access_key_id: str = ""              # both "" = boto3's credential chain (env, ~/.aws, instance role)
     s3_secret_access_key: str = setting("", repr=False)
     bind: str = "0.0.0.0:5782"
     public_url: str = "http://localhost:5782"
-    log_format: str = setting("json", parse=_choice)  # every process's log lines (shared/logs.py): json | text
+    log_format: str = setting("json", parse=choice)  # every process's log lines (shared/logs.py): json | text
+    # `gaze up` (operations/cli.py): supervisord's files and logs, and gunicorn's metrics directory beneath
+    # it (services/gateway/gunicorn_conf.py); `gaze up` hands it on to the processes it starts
+    run_dir: str = setting(str(ROOT / "var" / "run"), parse=resolved_path)
+    admin_password: str = setting("", repr=False)  # `gaze init` / `gaze up`: the web UI's password; "" = generate one
     # gateway
     gateway_workers: int = 2
     gateway_threads: int = 8
@@ -78,11 +91,11 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     metrics_token: str = ""                 # "" = /metrics open (keep it off the public network); else a bearer token
     # gateway rate limits (services/gateway/stores/rate_limit.py): "<n>/<second|minute|hour|day>"; "" or "0" = off
-    rate_limit_submit: str = setting("60/minute", parse=_stripped)        # POST /api/v1/generate/<slug>, per API key
-    rate_limit_read: str = setting("", parse=_stripped)                   # polls and the presets list, per API key; off: no Redis round trip
-    rate_limit_auth_failures: str = setting("30/minute", parse=_stripped) # invalid API keys, per client address
-    rate_limit_login: str = setting("10/minute", parse=_stripped)         # web UI login attempts, per client address
-    rate_limit_strategy: str = setting("fixed-window", parse=_choice)   # or moving-window, sliding-window-counter (the `limits` library)
+    rate_limit_submit: str = setting("60/minute", parse=stripped)        # POST /api/v1/generate/<slug>, per API key
+    rate_limit_read: str = setting("", parse=stripped)                   # polls and the presets list, per API key; off: no Redis round trip
+    rate_limit_auth_failures: str = setting("30/minute", parse=stripped) # invalid API keys, per client address
+    rate_limit_login: str = setting("10/minute", parse=stripped)         # web UI login attempts, per client address
+    rate_limit_strategy: str = setting("fixed-window", parse=choice)   # or moving-window, sliding-window-counter (the `limits` library)
     # validation
     max_dimension: int = 2048
     max_prompt_chars: int = 2000
@@ -105,10 +118,9 @@ class Settings:
     # presets: how often the presets read model (shared/contracts/presets/view.py) is checked against Postgres
     presets_publish_seconds: float = 5.0
     max_attempts: int = 3
-    # generator
+    # generator: the backend a replica runs (its own settings are declared beside it: services/generator/backends)
     backend: str = "preview"
     replica_name: str = ""
-    simulated_gpu_seconds: float = 0.2
     generator_prefetch: int = 2             # jobs a replica holds: 1 running + 1 claimed and waiting (see operations/runner.py)
     status_interval_seconds: float = 30.0
     # generator: its worker process (services/generator/supervisor.py)
@@ -117,17 +129,7 @@ class Settings:
     # a busy worker with no sign of life from its backend (a step, an engine event) for this long is stuck:
     # killed and replaced. Fits a 1024² SDXL job on a slow GPU including a checkpoint load from disk.
     worker_stall_seconds: float = 180.0
-    generator_health_bind: str = setting("", parse=_stripped)  # e.g. 0.0.0.0:8790: the replica's own health endpoint; "" = none
-    # generator: the ComfyUI backend (GAZE_BACKEND=comfyui)
-    comfyui_url: str = "http://127.0.0.1:8188"
-    comfyui_workflow: str = ""              # "" = the bundled SDXL/Illustrious txt2img template
-    comfyui_retry_seconds: float = 30.0     # how long to retry an unreachable ComfyUI before failing
-    comfyui_poll_seconds: float = 1.0       # /history polling interval when the websocket is down
-    # generator: the in-process diffusers backend (GAZE_BACKEND=diffusers; pip install -e '.[diffusers]')
-    models_dir: str = setting("var/models", parse=_resolved_path)  # checkpoints; a spec's checkpoint is a path relative to it
-    diffusers_config_dir: str = setting("", parse=_optional_path)  # "" = <models_dir>/diffusers-configs: <repo id>/model_index.json, ...
-    diffusers_device: str = ""              # "" = cuda when torch sees a GPU, else cpu
-    diffusers_dtype: str = ""               # "" = float16 on cuda, float32 on cpu; or bfloat16, float32
+    generator_health_bind: str = setting("", parse=stripped)  # e.g. 0.0.0.0:8790: the replica's own health endpoint; "" = none
 
     def nameko_config(self, **overrides) -> dict:
         """The container config a nameko service runs with; DependencyProviders read from it."""
@@ -146,23 +148,30 @@ def env_name(name: str) -> str:
     return f"GAZE_{name.upper()}"
 
 
-def load(env=None) -> Settings:
-    """Settings from the environment: each field from GAZE_<FIELD NAME> (or an older alias), parsed as its
-    field says (see `setting`) or by its type; unset, or empty for a number or a list, means the default."""
+def load_settings(cls, env=None):
+    """A settings dataclass (`cls`) from the environment: each field from GAZE_<FIELD NAME> (or an older
+    alias), parsed as its field says (see `setting`) or by its type; unset, or empty for a number or a
+    list, means the default."""
     env = os.environ if env is None else env
     values = {}
-    for spec in fields(Settings):
+    for spec in fields(cls):
         default = spec.default if spec.default is not MISSING else spec.default_factory()
         names = (env_name(spec.name), *spec.metadata.get("aliases", ()))
         raw = next((env[name] for name in names if env.get(name) not in (None, "")), env.get(names[0]))
         parse = spec.metadata.get("parse")
+        kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
         if parse is not None:
             values[spec.name] = parse(default if raw is None else raw, default)
-        elif raw is None or (raw == "" and spec.type != "str"):
+        elif raw is None or (raw == "" and kind != "str"):
             values[spec.name] = default
         else:
-            values[spec.name] = _BY_TYPE[spec.type](raw)
-    return _checked(Settings(**values))
+            values[spec.name] = _BY_TYPE[kind](raw)
+    return cls(**values)
+
+
+def load(env=None) -> Settings:
+    """The shared Settings from the environment (`load_settings`), checked."""
+    return _checked(load_settings(Settings, env))
 
 
 _BY_TYPE = {"str": str, "int": int, "float": float,

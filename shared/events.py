@@ -14,6 +14,7 @@ from typing import Optional
 from kombu import Exchange, Queue
 from pydantic import BaseModel, Field
 
+from shared.contracts import jobs as jobs_contract
 from shared.schemas import GenerationSpec
 
 # --- work queue -------------------------------------------------------------------------------
@@ -98,6 +99,20 @@ class GeneratorStatus(BaseModel):
     state: str = "idle"                       # one of REPLICA_STATES (services/generator/supervisor.py)
     worker_pid: Optional[int] = None
     restarts: int = 0                         # worker processes replaced since the replica started
+    at: float = Field(default_factory=_now)
+
+
+# --- the jobs service's events ------------------------------------------------------------------
+# Published by the jobs service (exchange "jobs.events") after it commits a client's cancel. Every
+# generator replica hears it (a broadcast handler) and stops the job if it holds it; outside programs may
+# bind to it as to the generator's events.
+JOBS_SOURCE = jobs_contract.SERVICE
+JOB_CANCELLED = "job_cancelled"
+
+
+class JobCancelled(BaseModel):
+    job_id: str
+    was: str                                  # the status it had: pending or processing
     at: float = Field(default_factory=_now)
 
 

@@ -1,8 +1,10 @@
 """The job state machine, defined once.
 
     pending ──▶ processing ──▶ done
-       │             └───────▶ failed
-       └──▶ done | failed      (a job can end before its start was recorded: events are not ordered)
+       │             ├───────▶ failed
+       │             └───────▶ cancelled   (only by an explicit cancel: POST /api/v1/job/<id>/cancel)
+       └──▶ done | failed | cancelled      (a job can end before its start was recorded: events are not
+                                            ordered; a pending job can be cancelled before any GPU starts it)
 
 States only move forward, by rank: the jobs service's conditional UPDATEs (services/jobs/store.py) only
 ever apply a transition out of an ACTIVE state, the Redis read model (shared/contracts/jobs/view.py) orders a job's
@@ -22,12 +24,14 @@ class JobState(StrEnum):
     PROCESSING = "processing"    # a generator's backend started it
     DONE = "done"                # its image is stored
     FAILED = "failed"            # it ended without an image; `error` says why
+    CANCELLED = "cancelled"      # a client cancelled it; time limits and give-ups stay `failed`
 
 
 STATES = tuple(state.value for state in JobState)
-TERMINAL = frozenset({JobState.DONE.value, JobState.FAILED.value})
+TERMINAL = frozenset({JobState.DONE.value, JobState.FAILED.value, JobState.CANCELLED.value})
 ACTIVE = tuple(state for state in STATES if state not in TERMINAL)
-RANK = {JobState.PENDING.value: 0, JobState.PROCESSING.value: 1, JobState.DONE.value: 2, JobState.FAILED.value: 2}
+RANK = {JobState.PENDING.value: 0, JobState.PROCESSING.value: 1,
+        JobState.DONE.value: 2, JobState.FAILED.value: 2, JobState.CANCELLED.value: 2}
 
 
 def may_move(current: str, new: str) -> bool:

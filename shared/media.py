@@ -107,6 +107,10 @@ class LocalMediaStore:
     def exists(self, relative_path: str) -> bool:
         return self.resolve(relative_path).is_file()
 
+    def delete(self, relative_path: str) -> None:
+        """Remove the file; nothing to remove is not an error."""
+        self.resolve(relative_path).unlink(missing_ok=True)
+
     def stat(self, relative_path: str) -> MediaInfo | None:
         """Size, modification time and ETag of a regular file, None when there is none."""
         path = self.resolve(relative_path)
@@ -173,6 +177,14 @@ class S3MediaStore:
 
     def exists(self, relative_path: str) -> bool:
         return self.stat(relative_path) is not None
+
+    def delete(self, relative_path: str) -> None:
+        """Remove the object (S3 answers success for a key that is not there)."""
+        key = self.key(relative_path)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            raise _store_error(exc, f"could not delete s3://{self.bucket}/{key}") from exc
 
     def stat(self, relative_path: str) -> MediaInfo | None:
         key = self.key(relative_path)

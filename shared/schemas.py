@@ -1,10 +1,14 @@
-"""Request and spec schemas shared by the gateway (validation) and the services (contracts)."""
+"""Request, response and spec schemas shared by the gateway (validation, the OpenAPI document, the web UI's
+Generate form) and the services (contracts)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE, WithJsonSchema
+
+from shared.job_states import STATES
 
 MAX_COUNT = 20          # the guide's contract: 1–20 images per request
 MAX_SEED = 2**63 - 1  # stored as Postgres bigint; ComfyUI accepts up to 2**64-1, so every value fits
@@ -13,6 +17,14 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # no "..", no control characters. The known list (config or the GPU node) is checked by the presets
 # service; this pattern only keeps obviously hostile strings out of logs and lookups.
 CHECKPOINT_RE = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_.\- /]{1,200}$")
+UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+# Generated sizes: from MIN_DIMENSION up to the operator's max_dimension, in steps of DIMENSION_STEP.
+MIN_DIMENSION = 64
+DIMENSION_STEP = 8
+# GenerateRequest's fields whose limit the operator sets (shared/config.py, max_prompt_chars and
+# max_dimension): validation reads it from the validation context, the published schema from the settings.
+PROMPT_FIELDS = ("extra_positive", "extra_negative")
+DIMENSION_FIELDS = ("width", "height")
 
 
 def _checkpoint_path(value: str) -> str:
@@ -21,7 +33,9 @@ def _checkpoint_path(value: str) -> str:
     return value
 
 
-CheckpointPath = Annotated[str, AfterValidator(_checkpoint_path)]
+# The pattern is published in the JSON schema but checked by the validator, whose message a user can act on.
+CheckpointPath = Annotated[str, AfterValidator(_checkpoint_path),
+                           WithJsonSchema({"type": "string", "pattern": CHECKPOINT_RE.pattern})]
 
 
 class FieldError(ValueError):
@@ -33,20 +47,30 @@ class FieldError(ValueError):
         self.message = message
 
 
+# The body of POST /api/v1/generate/{preset_slug}. The OpenAPI document and the web UI's Generate form are
+# read off this model (`generate_request_schema`): a field's title is the form's label, its description the
+# help text both show. Docstrings here are published as the schemas' descriptions: notes for readers of the
+# code go in comments. The field order is the order in which validation finds the first error, which the
+# API answers: keep it.
 class GenerateRequest(BaseModel):
-    """Body of POST /api/v1/generate/<slug>. Strict: "3", 2.5 and true are not integers."""
+    """Strict: integers must be JSON integers (650.0, "650" and true are refused with 400 naming the field)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
+        "dependentRequired": {"width": ["height"], "height": ["width"]}})   # as _both_dimensions checks
 
-    count: int = Field(1, ge=1, le=MAX_COUNT)
-    checkpoint: Optional[CheckpointPath] = None
-    extra_positive: str = ""
-    extra_negative: str = ""
-    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
-    width: Optional[int] = None
-    height: Optional[int] = None
+    count: int = Field(1, ge=1, le=MAX_COUNT, title="Images",
+                       description=f"Number of images to generate (1–{MAX_COUNT})")
+    checkpoint: Optional[CheckpointPath] = Field(
+        None, title="Checkpoint",
+        description='A checkpoint path to use instead of the preset\'s, e.g. "Illustrious/model.safetensors"')
+    extra_positive: str = Field("", title="Extra positive", description="Appended to the preset's prompt")
+    extra_negative: str = Field("", title="Extra negative", description="Appended to the preset's negative prompt")
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, title="Seed",
+                                description="Fixed seed for a reproducible image; else random")
+    width: Optional[int] = Field(None, title="Width", description="Output width in pixels; give the height too")
+    height: Optional[int] = Field(None, title="Height", description="Output height in pixels; give the width too")
 
-    @field_validator("extra_positive", "extra_negative")
+    @field_validator(*PROMPT_FIELDS)
     @classmethod
     def _prompt_length(cls, value, info):
         limit = (info.context or {}).get("max_prompt_chars", 2000)
@@ -54,16 +78,16 @@ class GenerateRequest(BaseModel):
             raise ValueError(f"must be at most {limit} characters")
         return value
 
-    @field_validator("width", "height")
+    @field_validator(*DIMENSION_FIELDS)
     @classmethod
     def _dimension(cls, value, info):
         if value is None:
             return value
         limit = (info.context or {}).get("max_dimension", 2048)
-        if not 64 <= value <= limit:
-            raise ValueError(f"must be between 64 and {limit}")
-        if value % 8:
-            raise ValueError("must be a multiple of 8")
+        if not MIN_DIMENSION <= value <= limit:
+            raise ValueError(f"must be between {MIN_DIMENSION} and {limit}")
+        if value % DIMENSION_STEP:
+            raise ValueError(f"must be a multiple of {DIMENSION_STEP}")
         return value
 
     @model_validator(mode="after")
@@ -76,6 +100,27 @@ class GenerateRequest(BaseModel):
     def overrides(self) -> dict:
         """The fields the caller actually set, minus `count` (which is not part of a spec)."""
         return self.model_dump(exclude_unset=True, exclude={"count"})
+
+
+def generate_request_schema(settings, ref_template: str = DEFAULT_REF_TEMPLATE) -> dict:
+    """GenerateRequest's JSON schema with the operator's limits (`settings`: shared/config.py's Settings).
+
+    Pydantic sees the constraints declared with Field; the prompt and dimension limits are checked by the
+    validators above, with the settings' values (validation context), so they are added here from the
+    same settings and constants."""
+    schema = GenerateRequest.model_json_schema(ref_template=ref_template)
+    for name in PROMPT_FIELDS:
+        value_schema(schema["properties"][name])["maxLength"] = settings.max_prompt_chars
+    for name in DIMENSION_FIELDS:
+        value_schema(schema["properties"][name]).update(
+            minimum=MIN_DIMENSION, maximum=settings.max_dimension, multipleOf=DIMENSION_STEP)
+    return schema
+
+
+def value_schema(property_schema: dict) -> dict:
+    """The schema a property's value has when given: an Optional field's non-null branch, else itself."""
+    return next((branch for branch in property_schema.get("anyOf", ()) if branch.get("type") != "null"),
+                property_schema)
 
 
 def first_error(exc: ValidationError) -> tuple[str, str]:
@@ -145,3 +190,60 @@ class PresetFields(BaseModel):
     cfg: float = Field(6.0, ge=0, le=40)
     sampler: str = Field("euler_ancestral", pattern=r"^[a-z0-9_]{1,64}$")
 
+
+# --- the API's answers (docs/gaze-rest-api-guide.md), as the OpenAPI document publishes them --------------
+# The gateway builds these bodies as plain dicts (resources.py, errors.py, the jobs service's job
+# document); these models describe them. Extra keys are allowed: a job carries bookkeeping of ours beside
+# the guide's fields.
+
+class Preset(BaseModel):
+    """One preset in GET /api/v1/presets."""
+
+    preset_id: str
+    slug: str
+    name: str
+    has_cover: bool
+
+
+class PresetList(BaseModel):
+    """GET /api/v1/presets."""
+
+    presets: list[Preset]
+
+
+class QueuedJob(BaseModel):
+    job_id: str = Field(pattern=UUID_PATTERN)
+    status: Literal["queued"]
+
+
+class Queued(BaseModel):
+    """POST /api/v1/generate/{preset_slug}: the jobs queued, one per image."""
+
+    jobs: list[QueuedJob] = Field(min_length=1, max_length=MAX_COUNT)
+
+
+class Result(BaseModel):
+    """A done job's image; fetch image_url (no API key needed)."""
+
+    # shared/media.py's URL_PREFIX, which media cannot lend: it imports this module (a test holds them equal)
+    image_url: str = Field(pattern="^/static/uploads/")
+    relative_path: str
+    seed: int
+
+
+class Job(BaseModel):
+    """GET /api/v1/job/{job_id}: `result` only when the job is done."""
+
+    id: str = Field(pattern=UUID_PATTERN)
+    label: str
+    status: Literal[STATES]
+    error: Optional[str]
+    result: Optional[Result]
+
+
+class Error(BaseModel):
+    """Every error answer: `field` names the field at fault, when one is."""
+
+    # services/gateway/errors.py builds it, and leaves `field` out when no field is to blame
+    error: str
+    field: Optional[str] = None

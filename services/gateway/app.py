@@ -14,7 +14,8 @@ from services.gateway.ops.health import HealthResource, Readiness, ReadinessReso
 from services.gateway.ops.metrics import GatewayMetrics, MetricsResource
 from services.gateway.api.media import StoreMediaRoute
 from services.gateway.stores.preset_lookup import PresetLookup
-from services.gateway.api.resources import GenerateResource, JobResource, PresetsResource
+from services.gateway.api.resources import (GenerateResource, JobCancelResource, JobResource, JobsResource,
+                                            PresetsResource)
 from services.gateway.web import routes as web_routes
 from services.gateway.web.render import ASSETS_PREFIX, error_page
 from services.gateway.web.session import SessionAuth
@@ -50,6 +51,8 @@ def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None,
     app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings, presets, idempotency))
     jobs = JobLookup(rpc, view)
     app.add_route("/api/v1/job/{job_id}", JobResource(jobs))
+    app.add_route("/api/v1/job/{job_id}/cancel", JobCancelResource(jobs))
+    app.add_route("/api/v1/jobs", JobsResource(jobs))
     media_root = Path(settings.media_root)
     media_root.mkdir(parents=True, exist_ok=True)  # the local store, or (s3) the gateway's thumbnail cache
     media = open_media_store(settings, pool_size=settings.gateway_threads)

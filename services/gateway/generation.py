@@ -9,15 +9,16 @@ from shared.contracts.jobs import JobsClient
 from shared.contracts.presets import PresetsClient
 
 
-def submit(rpc, settings, slug: str, body: dict, presets=None, request_id=None) -> list[str]:
+def submit(rpc, settings, slug: str, body: dict, presets=None, request_id=None, owner=None) -> list[str]:
     """Validate `body` (the guide's fields), resolve the preset and queue the jobs; returns job ids.
     `presets` (a PresetLookup) resolves from the presets read model where it can; without it, or where
     it cannot, the presets service resolves. `request_id` (a UUID) lets the jobs service tell a repeated
-    delivery of this request from a new one; a fresh one is made when none is given."""
+    delivery of this request from a new one; a fresh one is made when none is given. `owner`: the name of
+    the API key that asked (None: the web UI)."""
     slug = validation.preset_slug(slug)
     request = validation.generate_request(body, settings)
     if presets is not None:
         spec = presets.resolve(slug, request.overrides())
     else:
         spec = PresetsClient(rpc).resolve(slug, request.overrides())
-    return JobsClient(rpc).create(spec, request.count, str(request_id or uuid.uuid4()))
+    return JobsClient(rpc).create(spec, request.count, str(request_id or uuid.uuid4()), owner)

@@ -63,8 +63,7 @@ control_socket_disable = True
 # writes its request counters to mmap'ed files in one directory and /metrics sums them over all workers.
 # The variable must be set before any worker imports prometheus_client (workers inherit it from this,
 # the master); the directory lives under GAZE_RUN_DIR, which `gaze up` sets.
-_run_dir = Path(os.environ.get("GAZE_RUN_DIR") or Path(__file__).resolve().parents[2] / "var" / "run")
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str((_run_dir / "prometheus").resolve()))
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(Path(_settings.run_dir) / "prometheus"))
 
 
 def on_starting(server):

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 
 import falcon
 from pydantic import ValidationError
 
+from shared.job_states import STATES
 from shared.schemas import SLUG_RE, GenerateRequest, first_error
 from services.gateway.errors import ApiError
 
@@ -87,3 +89,39 @@ def job_id(value: str) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise ApiError(falcon.HTTP_404, f"job not found: {value}", "job_id") from None
+
+
+JOBS_PAGE_DEFAULT, JOBS_PAGE_MAX = 20, 100
+CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+def jobs_query(params: dict) -> dict:
+    """GET /api/v1/jobs' query (status, preset, since, limit, cursor) as jobs_of's arguments, or a 400
+    naming the parameter."""
+    def one(name):
+        value = params.get(name)
+        if isinstance(value, list):
+            raise ApiError(falcon.HTTP_400, f"{name}: give it once", name)
+        return value if value != "" else None
+
+    status, preset, since, limit, cursor = (one(name) for name in ("status", "preset", "since", "limit", "cursor"))
+    if status is not None and status not in STATES:
+        raise ApiError(falcon.HTTP_400, f"status: must be one of {', '.join(STATES)}", "status")
+    if preset is not None and not SLUG_RE.match(preset):
+        raise ApiError(falcon.HTTP_400, "preset: not a preset slug", "preset")
+    if since is not None:
+        try:
+            since = float(since)
+        except ValueError:
+            raise ApiError(falcon.HTTP_400, "since: must be a Unix time in seconds", "since") from None
+        if not math.isfinite(since) or not 0 <= since < 1e11:
+            raise ApiError(falcon.HTTP_400, "since: must be a Unix time in seconds", "since")
+    if limit is None:
+        limit = JOBS_PAGE_DEFAULT
+    elif not re.fullmatch(r"[0-9]{1,3}", limit) or not 1 <= int(limit) <= JOBS_PAGE_MAX:
+        raise ApiError(falcon.HTTP_400, f"limit: must be an integer from 1 to {JOBS_PAGE_MAX}", "limit")
+    else:
+        limit = int(limit)
+    if cursor is not None and not CURSOR_RE.fullmatch(cursor):
+        raise ApiError(falcon.HTTP_400, "cursor: not a cursor this API gave out", "cursor")
+    return {"status": status, "preset": preset, "since": since, "limit": limit, "cursor": cursor}

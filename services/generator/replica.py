@@ -5,6 +5,7 @@ service worker calls `self.worker.run(...)`. Beside it run two green threads out
 pool (a replica's one pool slot is busy for a whole job, and its truth must not wait for that):
 - the status reporter: a `generator_status` event at start, on every change of state (idle, busy, stuck,
   restarting) and every GAZE_STATUS_INTERVAL_SECONDS, with the backend's health from the worker itself;
+- the cancel listener (services/generator/cancels.py): a client's cancel stops the job at once;
 - when GAZE_GENERATOR_HEALTH_BIND is set, a small HTTP endpoint answering the same truth (200 while the
   replica serves, 503 otherwise) for process supervisors and Kubernetes probes.
 """
@@ -22,7 +23,8 @@ from eventlet.event import Event
 from nameko.extensions import DependencyProvider
 from nameko.standalone.events import event_dispatcher
 
-from services.generator.supervisor import SERVING, WorkerSupervisor
+from services.generator.cancels import CancelListener
+from services.generator.supervisor import CLIENT_CANCEL, SERVING, WorkerSupervisor
 from shared.config import from_nameko
 from shared.events import EVENT_SOURCE, GENERATOR_STATUS, GeneratorStatus
 
@@ -39,10 +41,15 @@ class GpuWorker(DependencyProvider):
         self.supervisor = WorkerSupervisor(self.settings, self.replica, on_state=self._on_state)
         self._health = (False, "not checked yet", None)
         self._threads = []
+        self.cancels = None
 
     def start(self):
         self.supervisor.start()
         self._threads.append(self.container.spawn_managed_thread(self._report_forever))
+        # clients' cancels, heard outside the worker pool (services/generator/cancels.py)
+        self.cancels = CancelListener(self.settings.amqp_uri, self.replica,
+                                      lambda job_id: self.supervisor.cancel(job_id, CLIENT_CANCEL))
+        self._threads.append(self.container.spawn_managed_thread(self.cancels.run))
         if self.settings.generator_health_bind:
             host, _, port = self.settings.generator_health_bind.rpartition(":")
             listener = eventlet.listen((host or "0.0.0.0", int(port)))
@@ -50,6 +57,8 @@ class GpuWorker(DependencyProvider):
                 lambda: eventlet.wsgi.server(listener, self._health_app, log_output=False)))
 
     def stop(self):
+        if self.cancels is not None:
+            self.cancels.stop()
         for thread in self._threads:
             thread.kill()
         self.supervisor.stop()

@@ -16,7 +16,7 @@ from shared.config import from_nameko
 from shared.media import MediaStore, image_relative_path
 from services.generator.backends import BackendError
 from services.generator.replica import GpuWorker, replica_name
-from services.generator.supervisor import WorkerLost
+from services.generator.supervisor import JobCancelledByClient, WorkerLost
 
 log = logging.getLogger(__name__)
 REQUEUE_PAUSE_SECONDS = 2.0
@@ -124,6 +124,9 @@ class GeneratorService:
             completed = self._generate(order, claim)
         except ClaimUnanswered:
             raise   # back to the queue (WorkConsumer.handle_result): the claim decides, not us
+        except JobCancelledByClient:
+            log.info("job %s: stopped, its client cancelled it", order.job_id,
+                     extra={"job_id": order.job_id, "replica": self.replica})
         except WorkerLost as exc:
             # the worker process died or stalled under this job: another run may well succeed, up to
             # GAZE_MAX_ATTEMPTS (the claim of the redelivered message counts the attempt)

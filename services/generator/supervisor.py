@@ -58,6 +58,14 @@ class JobTimedOut(BackendError):
     """The job ran past its time limit and was stopped."""
 
 
+class JobCancelledByClient(Exception):
+    """The job's client cancelled it (jobs.cancel, heard as job_cancelled): its work and result are
+    dropped, and nothing is reported (the jobs service recorded the cancel)."""
+
+
+CLIENT_CANCEL = "cancelled by its client"
+
+
 class WorkerStartFailed(Exception):
     """The backend cannot be built at all (a configuration error): the replica must not start."""
 
@@ -158,7 +166,7 @@ class WorkerSupervisor:
 
     def _spawn(self):
         parent_end, child_end = socket.socketpair()
-        env = dict(os.environ)
+        env = dict(os.environ)      # the worker reads its backend's own settings from it (backends/__init__.py)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         # A fresh interpreter (fork + exec), in its own session: a Ctrl-C meant for the replica's terminal
         # must not kill a job half-way; the worker leaves by itself when its socket closes.
@@ -228,6 +236,8 @@ class WorkerSupervisor:
                     break
             if failure is not None:
                 raise failure
+            if ticket.cancel_reason == CLIENT_CANCEL:
+                raise JobCancelledByClient(job_id)   # even when it finished meanwhile: its image is dropped
             if ticket.cancel_reason == "timeout" and kind != "done":
                 raise JobTimedOut(self.timeout_message())
             if kind == "lost":

@@ -4,7 +4,9 @@
 fresh interpreter (never a fork of the eventlet process: it would carry green locks and a hub along),
 talking over the socket `fd` (services/generator/ipc.py). Nothing here imports eventlet: the backend's
 code is ordinary blocking Python, and its threads, `logging`, `requests` sessions and queues are real
-OS-thread primitives. The backend is built once and keeps its model loaded between jobs.
+OS-thread primitives. The backend is built once and keeps its model loaded between jobs: from the shared
+Settings the replica sends, and the backend's own settings, which the worker loads from the environment
+it inherited from the replica.
 
 Threads: the main thread reads the replica's commands (and answers pings itself: the replica counts a
 pong as life only while the worker is idle); jobs run on one job thread, in order, or, for a `pipelined`
@@ -167,7 +169,9 @@ def serve(link: Link) -> int:
     settings = config.Settings(**{k: v for k, v in settings_dict.items() if k in known})
     logs.configure("generator-worker", settings)
     try:
-        backend = make_backend(settings)
+        # the shared settings come from the replica (above); the backend's own ones (its settings_class:
+        # GAZE_COMFYUI_URL, GAZE_MODELS_DIR, ...) from this process's environment, the replica's own
+        backend = make_backend(settings, os.environ)
     except Exception as exc:  # a configuration error: the replica reports it and does not start
         log.exception("cannot build the %s backend", settings.backend)
         link.send("fatal", f"cannot start the {settings.backend} backend: {exc}")

@@ -1,20 +1,22 @@
 """The `jobs` nameko service: creates jobs, hands them to the generators, records their events."""
+import base64
 import logging
 import secrets
 import uuid
 
 import psycopg
 from nameko.dependency_providers import Config
-from nameko.events import event_handler
+from nameko.events import EventDispatcher, event_handler
 from nameko.messaging import Publisher
 from nameko.rpc import rpc
 from pydantic import ValidationError
 
 from shared import events
 from shared.config import from_nameko
-from shared.errors import EXPECTED, InvalidField
+from shared.errors import EXPECTED, InvalidField, NotFound
+from shared.job_states import STATES, JobState
 from services.jobs.read_model import JobViewWriter
-from shared.media import image_url
+from shared.media import MediaStore, MediaStoreError, image_url
 from shared.schemas import MAX_COUNT, GenerationSpec
 from shared.timers import configured_timer
 from services.jobs.store import JobStore
@@ -51,15 +53,18 @@ class JobsService:
     view = JobViewWriter()   # the read model the gateway answers polls from: written after every commit
     config = Config()
     publish_work = Publisher(exchange=events.WORK_EXCHANGE, declare=[events.WORK_QUEUE])
+    dispatch = EventDispatcher()   # job_cancelled, for the generator replicas (and any subscriber)
+    media = MediaStore()           # to delete the image of a job cancelled while it was being stored
 
     # --- RPC ------------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
-    def create(self, spec, count, request_id=None):
+    def create(self, spec, count, request_id=None, owner=None):
         """Write `count` pending jobs in one transaction, then hand each to the work queue. A `request_id`
         (a UUID from the gateway) makes a repeated delivery of the same request answer with the jobs the
-        first one created, instead of creating them again."""
+        first one created, instead of creating them again. `owner`: the name of the API key that asked
+        (None: the web UI); `jobs_of` lists a key's jobs."""
         spec = GenerationSpec.model_validate(spec)
-        if not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
             raise InvalidField("count", "out of range")
         jobs = []
         for _ in range(count):
@@ -71,7 +76,9 @@ class JobsService:
                 request_id = str(uuid.UUID(str(request_id)))
             except ValueError:
                 raise InvalidField("request_id", "not a UUID") from None
-        rows, created = self.store.create(jobs, request_id)
+        if owner is not None and not isinstance(owner, str):
+            raise InvalidField("owner", "not a string")
+        rows, created = self.store.create(jobs, request_id, owner)
         if not created:   # already handed over (or the outbox sweep will): answer with the same jobs
             log.info("create request %s seen before: answering with its %d job(s)", request_id, len(rows))
             return [row["id"] for row in rows]
@@ -90,6 +97,33 @@ class JobsService:
     @rpc
     def list(self, limit=50):
         return [_public(row) for row in self.store.recent(min(int(limit), 500))]
+
+    @rpc(expected_exceptions=EXPECTED)
+    def jobs_of(self, owner, status=None, preset=None, since=None, limit=20, cursor=None):
+        """One page of `owner`'s jobs, newest first: {"jobs": [...], "next_cursor": str or None}. The
+        cursor is opaque to callers (the last job's position); a page never repeats or skips a job."""
+        if status is not None and status not in STATES:
+            raise InvalidField("status", f"must be one of {', '.join(STATES)}")
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidField("limit", f"must be an integer from 1 to {MAX_PAGE}")
+        rows = self.store.owned(owner, limit + 1, status, preset, since, _parse_cursor(cursor))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"jobs": [_public(row) for row in rows],
+                "next_cursor": _cursor(rows[-1]) if more else None}
+
+    @rpc(expected_exceptions=EXPECTED)
+    def cancel(self, job_id):
+        """Cancel a job that has not ended: {"job": its document, "cancelled": True}; for a job that had
+        already ended, nothing changes and "cancelled" is False. The replicas hear job_cancelled and stop
+        it (a pending job's work order is dropped by its claim)."""
+        row, was = self.store.cancel(job_id)
+        if was is None:
+            return {"job": _public(row), "cancelled": False}
+        self._project(row)
+        self.dispatch(events.JOB_CANCELLED, events.JobCancelled(job_id=row["id"], was=was).model_dump())
+        log.info("job %s: cancelled (was %s)", row["id"], was, extra={"job_id": row["id"]})
+        return {"job": _public(row), "cancelled": True}
 
     @rpc(expected_exceptions=EXPECTED)
     def get_many(self, job_ids):
@@ -136,6 +170,8 @@ class JobsService:
         if not self._project(self.store.completed(event.job_id, event.replica, result)):
             log.info("job %s: completion ignored, job already finished", event.job_id,
                      extra={"job_id": event.job_id, "replica": event.replica})
+            if self._status(event.job_id) == JobState.CANCELLED:
+                self._discard(event.job_id, event.relative_path)
 
     @job_event(events.JOB_FAILED)
     def on_failed(self, payload):
@@ -201,6 +237,30 @@ class JobsService:
             else:
                 log.warning("job %s: failed: %s", row["id"], row["error"], extra={"job_id": row["id"]})
 
+    def _status(self, job_id):
+        try:
+            return self.store.get(job_id)["status"]
+        except NotFound:
+            return None
+
+    def _discard(self, job_id, relative_path):
+        """A cancelled job's image that was finished before its replica heard of the cancel: delete it."""
+        try:
+            self.media.delete(relative_path)
+        except MediaStoreError as exc:
+            log.warning("job %s: cancelled, but its image %s could not be deleted: %s", job_id, relative_path,
+                        exc, extra={"job_id": job_id})
+        else:
+            log.info("job %s: cancelled; deleted the image that raced the cancel", job_id, extra={"job_id": job_id})
+
+    @configured_timer("stuck_sweep_seconds")
+    def tidy_waiting_line(self):
+        """Drop from the read model's waiting line (queue_position) the jobs that no longer wait: normally
+        each transition moves the line with the document; this repairs writes lost while Redis was away."""
+        ids = self.view.waiting_ids()
+        if ids:
+            self.view.forget_waiting(self.store.not_waiting(ids))
+
     def _project(self, row):
         """Copy a committed transition into the read model; returns whether there was one."""
         if row is None:
@@ -222,6 +282,25 @@ class JobsService:
             # again later; the copy is harmless (a claim takes a job once; the copy is skipped).
             log.warning("%d job(s) queued but not marked dispatched (database: %s); the sweep will"
                         " re-publish them", len(jobs), exc)
+
+
+MAX_PAGE = 100
+
+
+def _cursor(row) -> str:
+    """The position after `row` in newest-first order, as an opaque URL-safe string."""
+    return base64.urlsafe_b64encode(f"{row['created_us']}:{row['id']}".encode()).decode().rstrip("=")
+
+
+def _parse_cursor(cursor):
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(str(cursor) + "=" * (-len(str(cursor)) % 4)).decode()
+        created_us, job_id = raw.split(":", 1)
+        return int(created_us), str(uuid.UUID(job_id))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidField("cursor", "not a cursor this API gave out") from None
 
 
 def _public(row):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from psycopg.types.json import Jsonb
 
@@ -11,15 +12,16 @@ from shared.errors import NotFound
 from shared.job_states import ACTIVE, STATES, TERMINAL, sql_list
 
 VIEW = """id::text AS id, preset_slug, label, spec, seed, status, error, result, attempts, replica,
-          progress_value, progress_max,
+          progress_value, progress_max, owner,
           extract(epoch FROM created_at) AS created_at, extract(epoch FROM started_at) AS started_at,
           extract(epoch FROM finished_at) AS finished_at"""
 
 
 VIEW_COLUMNS = ("id, preset_slug, label, spec, seed, status, error, result, attempts, replica, progress_value,"
-                " progress_max, created_at, started_at, finished_at")
+                " progress_max, owner, created_at, started_at, finished_at")
 
 STATUSES = STATES
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ACTIVE_SQL = f"({sql_list(ACTIVE)})"     # the states a transition may start from
 # Upper bounds (seconds) of the job duration histograms' buckets, for queue wait and generation time
 # alike: from a CPU preview (~0.2 s) to a long GPU queue. Changing them starts the new bounds at zero.
@@ -39,14 +41,18 @@ class JobRepository:
     def __init__(self, pool):
         self.pool = pool
 
-    def create(self, jobs: list[dict], request_id=None) -> tuple[list[dict], bool]:
+    def create(self, jobs: list[dict], request_id=None, owner=None) -> tuple[list[dict], bool]:
         """Insert all jobs of one request in a single transaction; returns (each row (VIEW), created). With
         a `request_id` seen in the last 24 h nothing is inserted: the rows that request created come back,
-        with created False."""
+        with created False. `owner`: the name of the API key that asked (None: the web UI)."""
         # one statement, one round trip, however many jobs: the first work order goes out sooner
-        values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(jobs))
-        params = [value for job in jobs
-                  for value in (job["id"], job["preset_slug"], job["label"], Jsonb(job["spec"]), job["seed"])]
+        # The batch's jobs are created a microsecond apart, in the order their work orders are published:
+        # newest-first lists and the read model's waiting line (ordered by created_at) then agree with the
+        # work queue's order, which a shared timestamp would leave to the ids' chance.
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, now() + %s * interval '1 microsecond')"] * len(jobs))
+        params = [value for index, job in enumerate(jobs)
+                  for value in (job["id"], job["preset_slug"], job["label"], Jsonb(job["spec"]), job["seed"], owner,
+                                index)]
         with self.pool.connection() as conn, conn.transaction():
             if request_id is not None:
                 first = conn.execute(
@@ -61,7 +67,8 @@ class JobRepository:
                                         (earlier,)).fetchall()
                     by_id = {row["id"]: row for row in rows}
                     return [by_id[job_id] for job_id in earlier if job_id in by_id], False
-            rows = conn.execute(f"INSERT INTO jobs.jobs (id, preset_slug, label, spec, seed) VALUES {values}"
+            rows = conn.execute(f"INSERT INTO jobs.jobs (id, preset_slug, label, spec, seed, owner, created_at)"
+                                f" VALUES {values}"
                                 f" RETURNING {VIEW}", params).fetchall()
         by_id = {row["id"]: row for row in rows}
         return [by_id[job["id"]] for job in jobs], True
@@ -89,6 +96,56 @@ class JobRepository:
     def recent(self, limit: int) -> list[dict]:
         with self.pool.connection() as conn:
             return conn.execute(f"SELECT {VIEW} FROM jobs.jobs ORDER BY created_at DESC LIMIT %s", (limit,)).fetchall()
+
+    def owned(self, owner: str, limit: int, status=None, preset=None, since=None, before=None) -> list[dict]:
+        """`owner`'s jobs, newest first (created_at, then id, descending), at most `limit`, optionally only
+        those with `status`, of `preset`, created at or after `since` (Unix seconds), and strictly before
+        the `before` position (created_at microseconds, id) of the previous page's last job: a page never
+        repeats or skips a job however many are created meanwhile (new jobs sort before every page)."""
+        where, params = ["owner = %(owner)s"], {"owner": owner, "limit": limit}
+        if status is not None:
+            where.append("status = %(status)s")
+            params["status"] = status
+        if preset is not None:
+            where.append("preset_slug = %(preset)s")
+            params["preset"] = preset
+        if since is not None:
+            where.append("created_at >= to_timestamp(%(since)s)")
+            params["since"] = since
+        if before is not None:
+            where.append("(created_at, id) < (%(before_at)s, %(before_id)s::uuid)")
+            # exact to the microsecond (a float would not be): a batch's jobs share one created_at
+            params["before_at"] = EPOCH + timedelta(microseconds=int(before[0]))
+            params["before_id"] = before[1]
+        with self.pool.connection() as conn:
+            return conn.execute(
+                f"SELECT {VIEW}, (extract(epoch FROM created_at) * 1000000)::bigint AS created_us FROM jobs.jobs"
+                f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT %(limit)s", params).fetchall()
+
+    def cancel(self, job_id) -> tuple[dict, str | None]:
+        """Cancel the job if it has not ended; returns (the job after the call (VIEW), the status it had
+        when cancelled, or None when it had already ended and nothing changed). NotFound for an unknown id."""
+        job_id = parse_job_id(job_id)
+        with self.pool.connection() as conn, conn.transaction():
+            before = conn.execute("SELECT status FROM jobs.jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+            if before is None:
+                raise NotFound("job", job_id)
+            if before["status"] in TERMINAL:
+                return conn.execute(f"SELECT {VIEW} FROM jobs.jobs WHERE id = %s", (job_id,)).fetchone(), None
+            row = conn.execute(
+                "UPDATE jobs.jobs SET status = 'cancelled', finished_at = now(), error = NULL"
+                f" WHERE id = %s RETURNING {VIEW}", (job_id,)).fetchone()
+            return row, before["status"]
+
+    def not_waiting(self, job_ids) -> list[str]:
+        """The ids among `job_ids` of jobs that no longer wait for a generator (reserved, started, ended,
+        or unknown): what the read model's waiting line should drop."""
+        ids = [parse_job_id(job_id) for job_id in job_ids]
+        with self.pool.connection() as conn:
+            still = {row["id"] for row in conn.execute(
+                "SELECT id::text AS id FROM jobs.jobs WHERE id = ANY(%s::uuid[]) AND status = 'pending'"
+                " AND replica IS NULL", (ids,)).fetchall()}
+        return [job_id for job_id in ids if job_id not in still]
 
     def get_many(self, job_ids) -> list[dict]:
         ids = [parse_job_id(job_id) for job_id in job_ids]

@@ -2,14 +2,13 @@
 
 They run in a pytest process of their own, without eventlet (`make test` runs
 `GAZE_TESTS_WITHOUT_EVENTLET=1 pytest -m browser`): Playwright's sync API hangs on shutdown under
-eventlet's hub, which the nameko tests need."""
+eventlet's hub, which the nameko tests need. The stack they drive is tests/conftest.py's `stack` fixture,
+as the e2e tests'."""
 from pathlib import Path
 
 import pytest
 from eventlet import patcher
 from playwright.sync_api import sync_playwright
-
-from tests.e2e.conftest import ADMIN_PASSWORD, stack  # noqa: F401  (the same whole-stack fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -27,9 +26,3 @@ def browser():
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         yield launched
         launched.close()
-
-
-def login(page, stack, password=ADMIN_PASSWORD):
-    page.goto(stack.url + "/login")
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")

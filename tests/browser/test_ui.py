@@ -7,13 +7,18 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import login
-from tests.e2e.conftest import ADMIN_PASSWORD
+from tests.stack import ADMIN_PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 # Set GAZE_SCREENSHOT_DIR=docs to refresh the README's screenshots while the tests run.
 SCREENSHOT_DIR = os.environ.get("GAZE_SCREENSHOT_DIR")
+
+
+def login(page, stack, password=ADMIN_PASSWORD):
+    page.goto(stack.url + "/login")
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
 
 
 @pytest.fixture

@@ -2,29 +2,13 @@
 running, takes no new one, and exits; no job is lost or run twice."""
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
-from tests.e2e.conftest import running_stack
+from tests.stack import generator_pids, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def generator_pids(supervisor_pid):
-    children = subprocess.run(["pgrep", "-P", str(supervisor_pid)], capture_output=True, text=True).stdout.split()
-    pids = {}
-    for pid in children:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as handle:
-                env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
-            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-        except OSError:
-            continue
-        if b"generator" in cmdline and b"GAZE_REPLICA_NAME" in env:
-            pids[env[b"GAZE_REPLICA_NAME"].decode()] = int(pid)
-    return pids
 
 
 def test_a_stopping_generator_finishes_its_job_and_takes_no_more(tmp_path):

@@ -4,7 +4,7 @@ import uuid
 import pytest
 import requests
 
-from tests.e2e.conftest import running_stack
+from tests.stack import running_stack
 
 pytestmark = pytest.mark.e2e
 

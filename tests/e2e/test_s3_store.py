@@ -6,7 +6,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import running_stack
+from tests.stack import running_stack
 from tests.s3_server import all_keys, moto_s3_server, raw_client, s3_env, unique_bucket
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

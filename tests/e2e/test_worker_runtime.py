@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import GAZE, running_stack
+from tests.stack import GAZE, running_stack
 
 pytestmark = pytest.mark.e2e
 STALL_SECONDS = 2

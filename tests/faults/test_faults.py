@@ -2,7 +2,7 @@
 RabbitMQ, PostgreSQL, Redis and service processes).
 
 Every scenario runs with GAZE_BACKEND=simulated, GAZE_SIMULATED_GPU_SECONDS=0.2 (1 in scenario 1), GAZE_STUCK_JOB_SECONDS=20,
-GAZE_STUCK_SWEEP_SECONDS=2, GAZE_HEARTBEAT=5, GAZE_DISPATCH_SWEEP_SECONDS=5 (tests/faults/conftest.py
+GAZE_STUCK_SWEEP_SECONDS=2, GAZE_HEARTBEAT=5, GAZE_DISPATCH_SWEEP_SECONDS=5 (tests/faults/harness.py
 FAULT_ENV); 40 jobs of 64x64 are posted, 2 per request every 0.5 s, across the fault. After healing,
 `check_invariants` asserts: every job done or failed within 150 s; every job accepted (202) is recorded, and
 no other row exists (scenarios 2 and 3: a row the client was answered 5xx for is the known race in
@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict
@@ -24,13 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import running_stack
-from tests.faults.conftest import (
+from tests.faults.harness import (
     FAULT_ENV,
     Figures,
     Submitter,
     check_invariants,
-    generator_pids,
     heal_postgres,
     heal_rabbitmq,
     job_rows,
@@ -44,10 +41,9 @@ from tests.faults.conftest import (
     wait_for,
     wait_until,
 )
+from tests.stack import GAZE, generator_pids, running_stack
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(420)]
-
-GAZE = str(Path(sys.executable).parent / "gaze")
 
 
 @contextlib.contextmanager

@@ -1,60 +1,102 @@
-"""Helpers for the integration tests: they run nameko containers in this process against the session's
-real RabbitMQ vhost and PostgreSQL database (see tests/conftest.py).
+"""Fixtures for the integration tests: each exercises one component against the real thing behind its
+boundary, in this process: the session's own PostgreSQL database and RabbitMQ vhost (tests/stack.py), the
+machine's Redis under a key prefix of the test's own, an S3-protocol server (moto) on a free port, and
+nameko containers of the services.
 
 The vhost lives for the whole session, so the durable work queue is purged before each test that uses
-it, and every outside subscriber gets its own exclusive queue."""
-import time
+it, and every outside subscriber gets its own exclusive queue. Helpers (wait_until, make_spec, the job
+events) are in tests/helpers.py, fakes in tests/fakes.py."""
 import uuid
-from pathlib import Path
 
+import psycopg
 import pytest
 from kombu import Connection, Exchange, Queue, binding
+from nameko.standalone.events import event_dispatcher
+from nameko.standalone.rpc import ServiceRpcProxy
+from psycopg.rows import dict_row
 
-from shared import events
+from services.jobs.service import JobsService
+from shared import config, events
+from shared.db import open_pool
+from tests.helpers import wait_until
+from tests.s3_server import moto_s3_server, raw_client, unique_bucket
+from tests.stack import create_database, create_vhost, delete_vhost, drop_database
 
 EVENTS_EXCHANGE = Exchange(events.EVENTS_EXCHANGE, type="topic", durable=True)
 
 
-def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
-    """Poll `predicate` until it returns something truthy; return that, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)  # patched by eventlet: lets the containers in this process run
+# --- the session's database and vhost ---------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def test_database():
+    name, url = create_database()
+    yield url
+    drop_database(name)
 
 
-def make_spec(**overrides):
-    """A GenerationSpec as the presets service would resolve it (small, so the preview renders fast)."""
-    spec = {
-        "preset_slug": "example_01",
-        "preset_name": "Example",
-        "prompt": "a lighthouse at dusk",
-        "negative": "blurry",
-        "checkpoint": "SD15/v1-5-pruned-emaonly.safetensors",
-        "width": 128,
-        "height": 128,
-        "steps": 3,
-        "cfg": 6.0,
-        "sampler": "euler",
-        "seed": None,
-        "kind": "preview",
-    }
-    spec.update(overrides)
-    return spec
+@pytest.fixture(scope="session")
+def test_vhost():
+    vhost, uri = create_vhost()
+    yield uri
+    delete_vhost(vhost)
 
 
-def job_row(db, job_id):
-    return db.execute("SELECT *, id::text AS id FROM jobs.jobs WHERE id = %s", (job_id,)).fetchone()
+@pytest.fixture(scope="session")
+def media_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
 
 
-def files_for_job(media_root, job_id):
-    """Every file under the media root whose name carries this job's id (temporary files included)."""
-    return sorted(Path(media_root).rglob(f"*{job_id.replace('-', '')}*"))
+@pytest.fixture(scope="session")
+def settings(test_database, test_vhost, media_root):
+    """Settings for in-process tests: the session's database (migrated) and vhost."""
+    from operations.cli import cmd_migrate
 
+    env = {"GAZE_DATABASE_URL": test_database, "GAZE_AMQP_URI": test_vhost, "GAZE_MEDIA_ROOT": str(media_root),
+           "GAZE_DISPATCH_SWEEP_SECONDS": "1", "GAZE_REDIS_PREFIX": test_database.rsplit("/", 1)[-1]}
+    loaded = config.load(env)
+    cmd_migrate(None, loaded)
+    return loaded
+
+
+@pytest.fixture
+def db(settings):
+    """A plain autocommit connection for assertions and set-up (dict rows)."""
+    with psycopg.connect(settings.database_url, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def clean_jobs(db):
+    db.execute("TRUNCATE jobs.jobs")
+    yield db
+
+
+@pytest.fixture(scope="session")
+def pool(settings):
+    """A connection pool on the session's database, as the gateway's stores are given one (max_size: enough
+    for the racing requests of the idempotency tests)."""
+    pool = open_pool(settings.database_url, max_size=8, name="test-integration")
+    yield pool
+    pool.close()
+
+
+# --- S3 ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def endpoint():
+    """One moto S3 server for the whole run (each test uses buckets of its own)."""
+    with moto_s3_server() as url:
+        yield url
+
+
+@pytest.fixture
+def bucket(endpoint):
+    name = unique_bucket()
+    raw_client(endpoint).create_bucket(Bucket=name)
+    return name
+
+
+# --- RabbitMQ ---------------------------------------------------------------------------------------
 
 class QueueReader:
     """Reads an AMQP queue the way an outside program would, with basic.get and a deadline."""
@@ -139,3 +181,38 @@ class EventSubscriber(QueueReader):
 def subscribe(amqp_connection):
     """subscribe("job_started", "job_completed") -> an EventSubscriber bound before anything happens."""
     return lambda *event_types: EventSubscriber(amqp_connection, *event_types)
+
+
+# --- the jobs service -------------------------------------------------------------------------------
+
+@pytest.fixture
+def jobs_config(settings):
+    # One worker: the container handles one message at a time, so events on the same queue are applied
+    # strictly in the order they were dispatched (used by the "a later marker event was applied" checks).
+    # A module that needs the production number of workers overrides this fixture.
+    return settings.nameko_config(max_workers=1)
+
+
+@pytest.fixture
+def jobs_container(container_factory, jobs_config, clean_jobs, work_queue):
+    container = container_factory(JobsService, jobs_config)
+    container.start()
+    return container
+
+
+@pytest.fixture
+def jobs(settings, jobs_container):
+    """An RPC proxy to the jobs service running in this process, over an empty jobs table and work queue."""
+    with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def dispatch(settings):
+    """dispatch(event_type, event): sends a job event the way the generator replicas do."""
+    send = event_dispatcher({"AMQP_URI": settings.amqp_uri, "serializer": "json"})
+
+    def dispatch(event_type, event):
+        send(events.EVENT_SOURCE, event_type, event.model_dump())
+
+    return dispatch

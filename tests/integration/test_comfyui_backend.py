@@ -24,7 +24,7 @@ from services.generator.backends.preview import png_metadata
 from services.generator.supervisor import WorkerSupervisor
 from shared import config
 from tests.comfyui_fake import FakeComfyUI, Script, free_port
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEMPLATE = json.loads(DEFAULT_WORKFLOW.read_text())
@@ -377,9 +377,10 @@ def test_health_and_checkpoints_of_an_unreachable_node():
 # ---- as the generator service runs it
 
 
-def test_the_replicas_worker_process_drives_it_and_reports_its_start_and_prompts(fake):
+def test_the_replicas_worker_process_drives_it_and_reports_its_start_and_prompts(fake, monkeypatch):
     fake.script = Script(steps=6, step_delay=0.03)
-    settings = config.Settings(backend="comfyui", comfyui_url=fake.url)
+    settings = config.Settings(backend="comfyui")
+    monkeypatch.setenv("GAZE_COMFYUI_URL", fake.url)     # the worker process reads it from the environment
     supervisor = WorkerSupervisor(settings, "gen-comfy")
     supervisor.start()
     published, handles = [], []
@@ -396,7 +397,7 @@ def test_the_replicas_worker_process_drives_it_and_reports_its_start_and_prompts
     assert len(handles) == 1        # its prompt_id, known to the replica before the prompt started
 
 
-def test_a_killed_worker_leaves_nothing_on_comfyui_and_its_queued_job_runs_on_the_next_worker(fake):
+def test_a_killed_worker_leaves_nothing_on_comfyui_and_its_queued_job_runs_on_the_next_worker(fake, monkeypatch):
     """The worker keeps the next job's prompt in ComfyUI's queue. When the replica kills the worker, it
     removes both prompts itself: interrupts the running one, deletes the queued one (ours only; a
     foreign prompt waiting behind them stays); the job that never started goes to the fresh worker."""
@@ -408,7 +409,8 @@ def test_a_killed_worker_leaves_nothing_on_comfyui_and_its_queued_job_runs_on_th
     from services.generator.supervisor import WorkerLost
 
     fake.script = Script(hang=True)
-    settings = config.Settings(backend="comfyui", comfyui_url=fake.url)
+    settings = config.Settings(backend="comfyui")
+    monkeypatch.setenv("GAZE_COMFYUI_URL", fake.url)     # for the worker process and the replica's clean-up
     supervisor = WorkerSupervisor(settings, "gen-comfy")
     supervisor.start()
     try:

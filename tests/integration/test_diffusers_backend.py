@@ -5,7 +5,6 @@ GAZE_DIFFUSERS_CONFIG_DIR holds them on a GPU node (no weights), and its weights
 original-layout (LDM) .safetensors file, so the backend goes through the real single-file loader.
 Needs the optional extra: pip install -e '.[diffusers]'.
 """
-import dataclasses
 import io
 import json
 import shutil
@@ -23,7 +22,7 @@ import torch  # noqa: E402
 from services.generator.backends import BackendError, GeneratedImage, make_backend  # noqa: E402
 from services.generator.backends.diffusers_backend import DiffusersBackend, infer_model_type  # noqa: E402
 from services.generator.supervisor import WorkerSupervisor  # noqa: E402
-from tests.integration.test_generator import jobs, start_generator  # noqa: E402,F401  (a fixture and a helper)
+from tests.helpers import start_generator  # noqa: E402
 from shared.config import Settings, load  # noqa: E402
 from shared.schemas import GenerationSpec  # noqa: E402
 
@@ -368,20 +367,21 @@ def test_device_and_dtype_defaults(tiny):
 
 
 def test_settings_choose_and_configure_the_backend(tiny):
-    settings = load({"GAZE_BACKEND": "diffusers", "GAZE_MODELS_DIR": str(tiny[0]),
-                     "GAZE_DIFFUSERS_DEVICE": "cpu", "GAZE_DIFFUSERS_DTYPE": "float32"})
-    backend = make_backend(settings)
+    settings = load({"GAZE_BACKEND": "diffusers"})
+    backend = make_backend(settings, {"GAZE_MODELS_DIR": str(tiny[0]), "GAZE_DIFFUSERS_DEVICE": "cpu",
+                                      "GAZE_DIFFUSERS_DTYPE": "float32"})     # its own settings, from the environment
     assert isinstance(backend, DiffusersBackend)
     assert backend.models_dir == tiny[0] and backend.config_dir == tiny[0] / "diffusers-configs"
     assert backend.device == "cpu" and backend.dtype == torch.float32
-    other = make_backend(dataclasses.replace(Settings(), backend="diffusers", models_dir=str(tiny[0]),
-                                             diffusers_config_dir="/srv/configs"))
+    other = make_backend(settings, {"GAZE_MODELS_DIR": str(tiny[0]), "GAZE_DIFFUSERS_CONFIG_DIR": "/srv/configs"})
     assert other.config_dir == Path("/srv/configs")
 
 
-def test_runs_in_the_replicas_worker_process_and_relays_progress(tiny):
+def test_runs_in_the_replicas_worker_process_and_relays_progress(tiny, monkeypatch):
     """As the generator service runs it: generate in the worker process, progress published by the replica."""
-    settings = dataclasses.replace(Settings(), backend="diffusers", models_dir=str(tiny[0]), diffusers_device="cpu")
+    settings = Settings(backend="diffusers")
+    monkeypatch.setenv("GAZE_MODELS_DIR", str(tiny[0]))     # the worker process reads its backend's settings
+    monkeypatch.setenv("GAZE_DIFFUSERS_DEVICE", "cpu")
     supervisor = WorkerSupervisor(settings, "gen-diffusers")
     supervisor.start()
     published = []
@@ -393,12 +393,13 @@ def test_runs_in_the_replicas_worker_process_and_relays_progress(tiny):
     assert published and published[-1] == (4, 4)
 
 
-def test_a_job_runs_through_the_generator_service(container_factory, settings, jobs, tiny):
+def test_a_job_runs_through_the_generator_service(container_factory, settings, jobs, tiny, monkeypatch):
     """GAZE_BACKEND=diffusers end to end: jobs service, work queue, generator replica, media store."""
-    from tests.integration.conftest import make_spec as job_spec, wait_until
+    from tests.helpers import make_spec as job_spec, wait_until
 
-    start_generator(container_factory, settings, "gen-diffusers", backend="diffusers",
-                    models_dir=str(tiny[0]), diffusers_device="cpu")
+    monkeypatch.setenv("GAZE_MODELS_DIR", str(tiny[0]))     # the worker process reads its backend's settings
+    monkeypatch.setenv("GAZE_DIFFUSERS_DEVICE", "cpu")
+    start_generator(container_factory, settings, "gen-diffusers", backend="diffusers")
     [job_id] = jobs.create(job_spec(checkpoint=CHECKPOINT, seed=4242, width=64, height=64, steps=2), 1)
     job = wait_until(lambda: (j := jobs.get(job_id))["status"] in ("done", "failed") and j, timeout=60,
                      what="job finished")

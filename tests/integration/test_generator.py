@@ -14,21 +14,14 @@ from PIL import Image
 from services.generator.service import GeneratorService
 from services.jobs.service import JobsService
 from shared import events
-from tests.integration.conftest import files_for_job, job_row, make_spec, wait_until
-
-
-def start_generator(container_factory, settings, replica_name, **gaze):
-    replica_settings = dataclasses.replace(settings, replica_name=replica_name, **gaze)
-    container = container_factory(GeneratorService, replica_settings.nameko_config(max_workers=1))
-    container.start()
-    return container
+from tests.helpers import files_for_job, job_row, make_spec, start_generator, wait_until
 
 
 @pytest.fixture
-def jobs(container_factory, settings, clean_jobs, work_queue):
-    container_factory(JobsService, settings.nameko_config()).start()
-    with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
-        yield proxy
+def jobs_config(settings):
+    """The jobs service as it runs in production (the `jobs` fixture: tests/integration/conftest.py):
+    claims and events from several replicas are handled at once."""
+    return settings.nameko_config()
 
 
 def all_finished(db, ids):
@@ -67,11 +60,12 @@ def test_a_created_job_is_generated_stored_and_announced(container_factory, sett
     assert job_row(db, job_id)["seed"] == 31337
 
 
-def test_two_replicas_share_the_work_queue(container_factory, settings, jobs, db, subscribe):
+def test_two_replicas_share_the_work_queue(container_factory, settings, jobs, db, subscribe, monkeypatch):
     started = subscribe(events.JOB_STARTED, events.JOB_FAILED)
     # The simulated GPU holds a replica for a moment per job, so both replicas are needed to keep up.
+    monkeypatch.setenv("GAZE_SIMULATED_GPU_SECONDS", "0.1")     # the backend's own setting: its worker reads it
     for name in ("gen-a", "gen-b"):
-        start_generator(container_factory, settings, name, backend="simulated", simulated_gpu_seconds=0.1)
+        start_generator(container_factory, settings, name, backend="simulated")
 
     ids = jobs.create(make_spec(width=64, height=64, steps=1), 10)
     wait_until(lambda: all_finished(db, ids), timeout=30, what="10 jobs finished")
@@ -88,11 +82,12 @@ def test_two_replicas_share_the_work_queue(container_factory, settings, jobs, db
     assert started.of(events.JOB_FAILED) == []
 
 
-def test_a_replica_claims_its_next_job_while_the_gpu_runs_one_at_a_time(container_factory, settings, jobs, db):
+def test_a_replica_claims_its_next_job_while_the_gpu_runs_one_at_a_time(container_factory, settings, jobs, db,
+                                                                         monkeypatch):
     """Prefetch 2: the next job is claimed (reserved, still pending) during the current one, and the
     backend never runs two jobs at once."""
-    replica_settings = dataclasses.replace(settings, replica_name="gen-pipelined", backend="simulated",
-                                           simulated_gpu_seconds=0.4)
+    replica_settings = dataclasses.replace(settings, replica_name="gen-pipelined", backend="simulated")
+    monkeypatch.setenv("GAZE_SIMULATED_GPU_SECONDS", "0.4")     # the backend's own setting: its worker reads it
     container_factory(GeneratorService, replica_settings.nameko_config(max_workers=2)).start()
     ids = jobs.create(make_spec(width=64, height=64), 3)
 

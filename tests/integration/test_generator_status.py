@@ -13,7 +13,7 @@ from shared.errors import InvalidField
 from services.generator.service import GeneratorService
 from services.jobs.service import JobsService
 from services.presets.service import PresetsService
-from tests.integration.conftest import wait_until
+from tests.helpers import wait_until
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from nameko.standalone.rpc import ServiceRpcProxy
 
 from services.jobs.service import JobsService
 from shared import events
-from tests.integration.conftest import make_spec, wait_until
+from tests.helpers import make_spec, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # Not 2: RabbitMQ sends its own heartbeats every HEARTBEAT/2 seconds, and kombu's consumer loop (which

@@ -1,35 +1,18 @@
 """jobs.counts_by_status and jobs.metrics (what the gateway's /metrics reads) against the real PostgreSQL,
 through a real nameko container and RPC; durations recorded from the generator's events."""
 import pytest
-from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 
 from services.jobs.service import JobsService
 from services.jobs.store import DURATION_BUCKETS
 from shared import events
-from tests.integration.conftest import make_spec, wait_until
-from tests.integration.test_jobs_service import completed, failed, status_is
+from tests.helpers import completed, failed, make_spec, status_is, wait_until
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def clean_metrics(clean_jobs):
     clean_jobs.execute("TRUNCATE jobs.duration_buckets, jobs.duration_totals, jobs.replicas")
     return clean_jobs
-
-
-@pytest.fixture
-def jobs(settings, container_factory, clean_metrics, work_queue):
-    # one worker: events of one type are applied in the order they were sent (the marker checks below)
-    container = container_factory(JobsService, settings.nameko_config(max_workers=1))
-    container.start()
-    with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def dispatch(settings):
-    send = event_dispatcher({"AMQP_URI": settings.amqp_uri, "serializer": "json"})
-    return lambda event_type, event: send(events.EVENT_SOURCE, event_type, event.model_dump())
 
 
 def set_times(db, job_id, created_ago, started_ago=None, status="processing"):
@@ -45,16 +28,16 @@ def buckets(histogram):
 
 
 def test_counts_by_status_is_every_status_with_zeros(jobs, clean_metrics):
-    assert jobs.counts_by_status() == {"pending": 0, "processing": 0, "done": 0, "failed": 0}
+    assert jobs.counts_by_status() == {"pending": 0, "processing": 0, "done": 0, "failed": 0, "cancelled": 0}
     ids = jobs.create(make_spec(), 6)
     for job_id, status in zip(ids, ["processing", "processing", "done", "failed", "pending", "pending"]):
         clean_metrics.execute("UPDATE jobs.jobs SET status = %s WHERE id = %s", (status, job_id))
-    assert jobs.counts_by_status() == {"pending": 2, "processing": 2, "done": 1, "failed": 1}
+    assert jobs.counts_by_status() == {"pending": 2, "processing": 2, "done": 1, "failed": 1, "cancelled": 0}
 
 
 def test_metrics_start_empty_with_every_series(jobs):
     data = jobs.metrics()
-    assert data["jobs_by_status"] == {"pending": 0, "processing": 0, "done": 0, "failed": 0}
+    assert data["jobs_by_status"] == {"pending": 0, "processing": 0, "done": 0, "failed": 0, "cancelled": 0}
     assert data["replicas"] == []
     for metric in ("queue_wait", "generation"):
         for outcome in ("done", "failed"):
@@ -85,7 +68,7 @@ def test_finished_jobs_are_observed_once_in_cumulative_buckets(jobs, dispatch, c
                what="failures applied")
 
     data = jobs.metrics()
-    assert data["jobs_by_status"] == {"pending": 0, "processing": 0, "done": 3, "failed": 2}
+    assert data["jobs_by_status"] == {"pending": 0, "processing": 0, "done": 3, "failed": 2, "cancelled": 0}
     wait = data["durations"]["queue_wait"]
     gen = data["durations"]["generation"]
 

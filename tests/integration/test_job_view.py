@@ -3,15 +3,13 @@ import json
 import uuid
 
 import pytest
-import redis
 
 from shared import events
 from shared.contracts.jobs.view import JobView, version
 from services.gateway.stores.job_lookup import JobLookup
 from shared.errors import NotFound
-from tests.integration.conftest import make_spec, wait_until
-from tests.integration.test_jobs_service import (REPLICA, completed, dispatch, failed, jobs, jobs_config,  # noqa: F401
-                                                 jobs_container, started)
+from tests.fakes import FakeRpc
+from tests.helpers import REPLICA, completed, failed, make_spec, started, wait_until
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -77,22 +75,9 @@ def test_no_redis_configured_means_no_read_model():
     assert view.get("x") is None and view.put(doc("x", "pending")) is False
 
 
-class FakeRpc:
-    def __init__(self, docs):
-        self.docs, self.calls = docs, []
-
-    def call(self, service, method, *args):
-        self.calls.append((service, method) + args)
-        if method == "get":
-            if args[0] not in self.docs:
-                raise NotFound("job", args[0])
-            return self.docs[args[0]]
-        return [self.docs[i] for i in args[0] if i in self.docs]
-
-
 def test_lookup_reads_through_and_writes_back(view):
     job_id, unknown = str(uuid.uuid4()), str(uuid.uuid4())
-    rpc = FakeRpc({job_id: doc(job_id, "done", 1)})
+    rpc = FakeRpc(jobs=[doc(job_id, "done", 1)])
     lookup = JobLookup(rpc, view)
     assert lookup.get(job_id)["status"] == "done"
     assert lookup.get(job_id)["status"] == "done"
@@ -107,7 +92,7 @@ def test_lookup_write_back_cannot_undo_a_newer_state(view):
     """A read-through that fetched `processing` just before the job finished must not hide `done`."""
     job_id = str(uuid.uuid4())
     view.put(doc(job_id, "done", 1))
-    lookup = JobLookup(FakeRpc({job_id: doc(job_id, "processing", 1)}), view)
+    lookup = JobLookup(FakeRpc(jobs=[doc(job_id, "processing", 1)]), view)
     lookup.view.put(lookup.jobs_service.get(job_id))
     assert view.get(job_id)["status"] == "done"
 

@@ -1,4 +1,5 @@
-"""JobsService in a real nameko container, against the session's RabbitMQ vhost and PostgreSQL database.
+"""JobsService in a real nameko container, against the session's RabbitMQ vhost and PostgreSQL database
+(the `jobs` fixture: tests/integration/conftest.py).
 
 Events are dispatched the way the generators do it (source service "generator"), and the work queue is
 read with kombu like a generator replica would read it."""
@@ -13,60 +14,7 @@ from services.jobs.service import JobsService
 from shared import events
 from shared.errors import InvalidField, NotFound
 from shared.schemas import MAX_COUNT
-from tests.integration.conftest import job_row, make_spec, wait_until
-
-REPLICA = "test-replica"
-
-
-@pytest.fixture
-def jobs_config(settings):
-    # One worker: the container handles one message at a time, so events on the same queue are applied
-    # strictly in the order they were dispatched (used by the "a later marker event was applied" checks).
-    return settings.nameko_config(max_workers=1)
-
-
-@pytest.fixture
-def jobs_container(container_factory, jobs_config, clean_jobs, work_queue):
-    container = container_factory(JobsService, jobs_config)
-    container.start()
-    return container
-
-
-@pytest.fixture
-def jobs(settings, jobs_container):
-    with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def dispatch(settings):
-    send = event_dispatcher({"AMQP_URI": settings.amqp_uri, "serializer": "json"})
-
-    def dispatch(event_type, event):
-        send(events.EVENT_SOURCE, event_type, event.model_dump())
-
-    return dispatch
-
-
-def started(job_id, replica=REPLICA, attempt=1):
-    return events.JobStarted(job_id=job_id, replica=replica, attempt=attempt)
-
-
-def completed(job_id, relative_path=None, seed=42, replica=REPLICA):
-    relative_path = relative_path or f"presets/example_01/gen_1700000000_{job_id.replace('-', '')}.png"
-    return events.JobCompleted(job_id=job_id, replica=replica, relative_path=relative_path, seed=seed,
-                               width=128, height=128, generation_seconds=0.5, metadata={"backend": "test"})
-
-
-def failed(job_id, error="backend exploded", replica=REPLICA):
-    return events.JobFailed(job_id=job_id, replica=replica, error=error)
-
-
-def status_is(jobs, job_id, status):
-    def check():
-        job = jobs.get(job_id)
-        return job if job["status"] == status else None
-    return check
+from tests.helpers import REPLICA, completed, failed, job_row, make_spec, started, status_is, wait_until
 
 
 # --- create ----------------------------------------------------------------------------------------

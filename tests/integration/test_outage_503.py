@@ -3,15 +3,12 @@ a closed port: nothing shared is stopped): API callers get a 503 JSON error with
 request is bounded by the pool's timeout instead of hanging."""
 import time
 
-import falcon.testing
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from services.gateway.stores.api_keys import ApiKeyStore
-from services.gateway.app import create_app
-from shared import config
-from tests.unit.fake_probes import FakeProbes
-from tests.unit.test_gateway_http import FakeRpc, NoSessions
+from tests.fakes import FakeRpc
+from tests.helpers import app_client, gateway_settings
 
 CLOSED_PORT_URL = "postgresql://postgres@127.0.0.1:1/x?connect_timeout=1"
 
@@ -21,10 +18,8 @@ def test_an_unreachable_database_is_a_503_with_retry_after(tmp_path):
                           kwargs={"autocommit": True, "row_factory": dict_row}, name="test-closed-port")
     pool.open(wait=False)
     try:
-        settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path)})
         rpc = FakeRpc()
-        app = create_app(settings, rpc=rpc, keys=ApiKeyStore(pool), admin=NoSessions(), probes=FakeProbes())
-        client = falcon.testing.TestClient(app)
+        client = app_client(gateway_settings(tmp_path), rpc=rpc, keys=ApiKeyStore(pool))
         for _ in range(2):   # every request, not just the first
             started = time.monotonic()
             result = client.simulate_get("/api/v1/presets", headers={"X-API-Key": "gz_" + "k" * 40})

@@ -4,19 +4,15 @@ import dataclasses
 import json
 import uuid
 
-import falcon.testing
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from shared.db import open_pool
 from shared.contracts.presets.view import PresetSnapshot, PresetView, token
 from services.presets.read_model import PresetPublisher
-from services.gateway.app import create_app
 from services.presets.service import PresetsService
 from services.presets.store import PresetRepository
-from tests.integration.conftest import wait_until
-from tests.unit.fake_probes import FakeProbes
-from tests.unit.test_gateway_http import AUTH, JSON, FakeKeys, NoSessions
+from tests.fakes import AUTH, JSON, FakeRpc
+from tests.helpers import app_client, wait_until
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DOWN_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -63,10 +59,8 @@ def clean_presets(db):
 
 
 @pytest.fixture
-def repository(settings):
-    pool = open_pool(settings.database_url, max_size=2, name="test-presets")
-    yield PresetRepository(pool)
-    pool.close()
+def repository(pool):
+    return PresetRepository(pool)
 
 
 # --- the versioned write ----------------------------------------------------------------------------
@@ -186,30 +180,25 @@ def test_the_timer_publishes_direct_sql_writes_and_heals_a_lost_snapshot(contain
 
 # --- the gateway answers from it --------------------------------------------------------------------
 
-class RecordingRpc:
+class RecordingRpc(FakeRpc):
     """The gateway's RPC, recorded: presets calls go to the real presets service, jobs.create is faked."""
 
     def __init__(self, proxy):
+        super().__init__()
         self.proxy = proxy
-        self.calls = []
 
-    def call(self, service, method, *args):
-        if (service, method) == ("jobs", "create") and len(args) == 3:
-            # the request id (a fresh UUID per request) is checked on its own: keep the spec and count
-            self.request_ids = getattr(self, "request_ids", []) + [args[2]]
-            args = args[:2]
-        self.calls.append((service, method, args))
-        if (service, method) == ("jobs", "create"):
-            return [str(uuid.uuid4()) for _ in range(args[1])]
-        return getattr(getattr(self.proxy, service), method)(*args)
+    def presets_list(self):
+        return self.proxy.presets.list()
 
-    def called(self, service, method=None):
-        return [(m, args) for s, m, args in self.calls if s == service and method in (None, m)]
+    def presets_resolve(self, slug, overrides):
+        return self.proxy.presets.resolve(slug, overrides)
+
+    def presets_calls(self):
+        return [(method, args) for service, method, args in self.calls if service == "presets"]
 
 
 def gateway(settings, rpc, preset_view):
-    return falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(), admin=NoSessions(),
-                                                probes=FakeProbes(), preset_view=preset_view))
+    return app_client(settings, rpc=rpc, preset_view=preset_view)
 
 
 @pytest.fixture
@@ -237,8 +226,8 @@ def test_list_and_generate_need_no_presets_rpc(settings, published, view):
     result = post(client, "pv_city", {**overrides, "count": 2})
     assert result.status_code == 202, result.text
     assert len(result.json["jobs"]) == 2
-    assert rpc.called("presets") == [], "listed and resolved from the read model"
-    [(_, (spec, count))] = rpc.called("jobs", "create")
+    assert rpc.presets_calls() == [], "listed and resolved from the read model"
+    [(spec, count)] = rpc.called("jobs", "create")
     assert count == 2
     assert spec == published.presets.resolve("pv_city", overrides), "the very spec the presets service makes"
 
@@ -249,7 +238,7 @@ def test_answers_are_the_same_as_through_the_presets_service(settings, published
     a, b = (c.simulate_get("/api/v1/presets", headers=AUTH) for c in (from_view, from_rpc))
     assert a.content == b.content and a.headers["content-type"] == b.headers["content-type"]
     assert a.headers["content-length"] == b.headers["content-length"]
-    assert slow.called("presets") == [("list", ())] and fast.called("presets") == []
+    assert slow.presets_calls() == [("list", ())] and fast.presets_calls() == []
 
     for body in ({}, {"seed": 0, "extra_negative": ""}):
         assert post(from_view, "example_01", body).status_code == post(from_rpc, "example_01", body).status_code == 202
@@ -258,7 +247,7 @@ def test_answers_are_the_same_as_through_the_presets_service(settings, published
     x, y = (post(c, "pv_nope", {}) for c in (from_view, from_rpc))
     assert x.status_code == y.status_code == 404
     assert x.json == y.json == {"error": "preset not found: pv_nope"}
-    assert fast.called("presets") == [("resolve", ("pv_nope", {}))], "unknown to the snapshot: the service decides"
+    assert fast.presets_calls() == [("resolve", ("pv_nope", {}))], "unknown to the snapshot: the service decides"
 
 
 def test_a_checkpoint_override_is_checked_by_the_presets_service(settings, published, view):
@@ -268,7 +257,7 @@ def test_a_checkpoint_override_is_checked_by_the_presets_service(settings, publi
     assert post(client, "pv_city", {"checkpoint": known}).status_code == 202
     bad = post(client, "pv_city", {"checkpoint": "Nope/x.safetensors"})
     assert bad.status_code == 400 and bad.json["field"] == "checkpoint"
-    assert [m for m, _ in rpc.called("presets")] == ["resolve", "resolve"]
+    assert [m for m, _ in rpc.presets_calls()] == ["resolve", "resolve"]
 
 
 def test_a_slug_missing_from_a_stale_snapshot_goes_to_the_presets_service(settings, published, view, db):
@@ -277,8 +266,8 @@ def test_a_slug_missing_from_a_stale_snapshot_goes_to_the_presets_service(settin
     rpc = RecordingRpc(published)
     result = post(gateway(settings, rpc, view), "pv_direct", {})
     assert result.status_code == 202, result.text
-    assert rpc.called("presets") == [("resolve", ("pv_direct", {}))]
-    assert rpc.called("jobs", "create")[0][1][0]["prompt"] == "direct prompt"
+    assert rpc.presets_calls() == [("resolve", ("pv_direct", {}))]
+    assert rpc.called("jobs", "create")[0][0]["prompt"] == "direct prompt"
 
 
 def test_an_edit_is_visible_to_the_next_request(settings, published, view):
@@ -289,13 +278,13 @@ def test_an_edit_is_visible_to_the_next_request(settings, published, view):
     listed = client.simulate_get("/api/v1/presets", headers=AUTH).json["presets"]
     assert [p["name"] for p in listed if p["slug"] == "pv_city"] == ["City II"]
     assert post(client, "pv_city", {}).status_code == 202
-    first, second = (args[0] for _, args in rpc.called("jobs", "create"))
+    first, second = (args[0] for args in rpc.called("jobs", "create"))
     assert (first["prompt"], second["prompt"]) == ("neon streets", "wet neon")
     assert second["preset_name"] == "City II"
     published.presets.delete("pv_city")
     assert client.simulate_get("/api/v1/presets", headers=AUTH).json["presets"][-1]["slug"] == "example_01"
     assert post(client, "pv_city", {}).status_code == 404
-    assert rpc.called("presets") == [("resolve", ("pv_city", {}))]
+    assert rpc.presets_calls() == [("resolve", ("pv_city", {}))]
 
 
 @pytest.mark.parametrize("preset_view", [PresetView(DOWN_REDIS_URL, timeout=0.2), PresetView("")],
@@ -307,8 +296,8 @@ def test_without_redis_everything_goes_through_the_presets_service(settings, pub
     assert listed.status_code == 200 and "pv_city" in [p["slug"] for p in listed.json["presets"]]
     assert post(client, "pv_city", {"seed": 3}).status_code == 202
     assert post(client, "pv_nope", {}).status_code == 404
-    assert [m for m, _ in rpc.called("presets")] == ["list", "resolve", "resolve"]
-    assert rpc.called("jobs", "create")[0][1][0]["seed"] == 3
+    assert [m for m, _ in rpc.presets_calls()] == ["list", "resolve", "resolve"]
+    assert rpc.called("jobs", "create")[0][0]["seed"] == 3
 
 
 def test_a_snapshot_parses_what_the_service_publishes(view):

@@ -53,10 +53,10 @@ def counted_proxies(monkeypatch):
 
 
 @pytest.fixture
-def pool(settings):
-    pool = RpcPool(settings.amqp_uri, timeout=POOL_TIMEOUT, size=4)
-    yield pool
-    pool.close()
+def rpc_pool(settings):
+    rpc_pool = RpcPool(settings.amqp_uri, timeout=POOL_TIMEOUT, size=4)
+    yield rpc_pool
+    rpc_pool.close()
 
 
 def timed(fn, *args):
@@ -68,25 +68,25 @@ def timed(fn, *args):
         raise
 
 
-def test_a_service_that_is_not_running_is_unavailable_promptly(pool, echo_service):
+def test_a_service_that_is_not_running_is_unavailable_promptly(rpc_pool, echo_service):
     with pytest.raises(ServiceUnavailable, match="no_such_service") as err:
-        timed(pool.call, "no_such_service", "anything", 1)
+        timed(rpc_pool.call, "no_such_service", "anything", 1)
     assert err.value.elapsed < POOL_TIMEOUT, "answered by the broker (unroutable), not by the timeout"
-    assert pool.call("echo_for_pool", "echo", "still fine") == "still fine"
+    assert rpc_pool.call("echo_for_pool", "echo", "still fine") == "still fine"
 
 
-def test_a_slow_method_times_out_and_the_pool_keeps_working(pool, echo_service, counted_proxies):
-    assert pool.call("echo_for_pool", "echo", "warm") == "warm"
+def test_a_slow_method_times_out_and_the_pool_keeps_working(rpc_pool, echo_service, counted_proxies):
+    assert rpc_pool.call("echo_for_pool", "echo", "warm") == "warm"
 
     with pytest.raises(RpcTimeout) as err:
-        timed(pool.call, "echo_for_pool", "slow", POOL_TIMEOUT * 2, "late")
+        timed(rpc_pool.call, "echo_for_pool", "slow", POOL_TIMEOUT * 2, "late")
     assert POOL_TIMEOUT <= err.value.elapsed < POOL_TIMEOUT * 2
 
     # The late reply ("late") must not reach the next caller: the timed-out proxy was discarded.
     for i in range(3):
-        assert pool.call("echo_for_pool", "echo", i) == i
+        assert rpc_pool.call("echo_for_pool", "echo", i) == i
     eventlet.sleep(POOL_TIMEOUT * 1.5)  # the slow call has answered by now, to a reply queue nobody reads
-    assert pool.call("echo_for_pool", "echo", "after") == "after"
+    assert rpc_pool.call("echo_for_pool", "echo", "after") == "after"
     assert len(counted_proxies) == 2
 
 
@@ -99,14 +99,14 @@ def test_an_unreachable_broker_is_unavailable_not_a_hang():
     pool.close()
 
 
-def test_not_found_arrives_as_the_shared_error(pool, echo_service):
+def test_not_found_arrives_as_the_shared_error(rpc_pool, echo_service):
     with pytest.raises(NotFound) as err:
-        pool.call("echo_for_pool", "missing", "the-key")
+        rpc_pool.call("echo_for_pool", "missing", "the-key")
     assert (err.value.kind, err.value.key) == ("thing", "the-key")
-    assert pool.call("echo_for_pool", "echo", 1) == 1  # and the proxy goes back to the pool
+    assert rpc_pool.call("echo_for_pool", "echo", 1) == 1  # and the proxy goes back to the pool
 
 
-def test_proxies_are_reused(pool, echo_service, counted_proxies):
+def test_proxies_are_reused(rpc_pool, echo_service, counted_proxies):
     for i in range(20):
-        assert pool.call("echo_for_pool", "echo", i) == i
+        assert rpc_pool.call("echo_for_pool", "echo", i) == i
     assert len(counted_proxies) == 1

@@ -26,7 +26,7 @@ from services.generator.service import GeneratorService
 from services.generator.supervisor import JobTimedOut, WorkerLost, WorkerStartFailed, WorkerSupervisor
 from shared import config, events, logs
 from shared.schemas import GenerationSpec
-from tests.integration.conftest import make_spec, wait_until
+from tests.helpers import make_spec, wait_until
 
 SCRIPTED = "tests.backends:ScriptedBackend"
 log = logging.getLogger("tests.replica_loop")

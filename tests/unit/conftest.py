@@ -1,18 +1,19 @@
-"""Fixtures shared by the unit tests of the S3 media store and of the gateway serving from it."""
+"""The unit tests: the project's own logic with no I/O, in milliseconds. The gateway runs over the fakes
+of tests/fakes.py, a service's entrypoints under nameko's worker_factory; whatever needs the real
+PostgreSQL, Redis, RabbitMQ or S3, or a process of its own, is tested in tests/integration.
+
+`no_io` holds every test here to that (tests/io_guard.py): a network connection, a PostgreSQL connection
+or a new process fails the test, even when the code under test caught the error. The session's database
+and vhost fixtures are not even visible from here: they live in tests/integration/conftest.py."""
 import pytest
 
-from tests.s3_server import moto_s3_server, raw_client, unique_bucket
+from tests.io_guard import IOGuard
 
 
-@pytest.fixture(scope="session")
-def endpoint():
-    """One moto S3 server for the whole run (each test uses buckets of its own)."""
-    with moto_s3_server() as url:
-        yield url
-
-
-@pytest.fixture
-def bucket(endpoint):
-    name = unique_bucket()
-    raw_client(endpoint).create_bucket(Bucket=name)
-    return name
+@pytest.fixture(autouse=True)
+def no_io(monkeypatch):
+    guard = IOGuard()
+    guard.install(monkeypatch)
+    yield guard
+    if guard.attempts:
+        pytest.fail(guard.report(), pytrace=False)

@@ -9,8 +9,8 @@ import pytest
 from shared import config
 from shared.schemas import GenerationSpec
 from services.generator.backends import make_backend
-from services.generator.backends.comfyui import (DEFAULT_WORKFLOW, EXPECTED_FIELDS, ComfyUIBackend, Workflow,
-                                                 mapping_path)
+from services.generator.backends.comfyui import (DEFAULT_WORKFLOW, EXPECTED_FIELDS, ComfyUIBackend, ComfyUISettings,
+                                                 Workflow, mapping_path)
 from services.generator.backends.preview import PreviewBackend
 
 TEMPLATE = json.loads(DEFAULT_WORKFLOW.read_text())
@@ -89,14 +89,14 @@ def test_missing_files_are_named(tmp_path):
 
 
 def test_settings_and_the_factory():
-    defaults = config.load({})
-    assert (defaults.comfyui_url, defaults.comfyui_workflow, defaults.job_timeout_seconds,
+    defaults = config.load_settings(ComfyUISettings, {})
+    assert (defaults.comfyui_url, defaults.comfyui_workflow, config.load({}).job_timeout_seconds,
             defaults.comfyui_retry_seconds, defaults.comfyui_poll_seconds) == ("http://127.0.0.1:8188", "", 600.0,
                                                                                30.0, 1.0)
-    settings = config.load({"GAZE_BACKEND": "comfyui", "GAZE_COMFYUI_URL": "http://gpu-3:8188/",
-                            "GAZE_COMFYUI_WORKFLOW": str(DEFAULT_WORKFLOW), "GAZE_COMFYUI_TIMEOUT_SECONDS": "90",
-                            "GAZE_COMFYUI_RETRY_SECONDS": "12", "GAZE_COMFYUI_POLL_SECONDS": "0.5"})
-    backend = make_backend(settings)
+    env = {"GAZE_BACKEND": "comfyui", "GAZE_COMFYUI_URL": "http://gpu-3:8188/",
+           "GAZE_COMFYUI_WORKFLOW": str(DEFAULT_WORKFLOW), "GAZE_COMFYUI_TIMEOUT_SECONDS": "90",
+           "GAZE_COMFYUI_RETRY_SECONDS": "12", "GAZE_COMFYUI_POLL_SECONDS": "0.5"}
+    backend = make_backend(config.load(env), env)       # the shared settings, and the backend's own
     assert isinstance(backend, ComfyUIBackend) and backend.name == "comfyui"
     assert (backend.url, backend.ws_url) == ("http://gpu-3:8188", "ws://gpu-3:8188/ws")
     assert (backend.timeout_seconds, backend.retry_seconds, backend.poll_seconds) == (90.0, 12.0, 0.5)

@@ -14,69 +14,11 @@ import falcon.testing
 import pytest
 from nameko.exceptions import RpcTimeout
 
-from shared import config
 from shared.errors import InvalidField, NotFound
-from services.gateway.app import create_app
 from services.gateway.stores.rpc import ServiceUnavailable
-from tests.unit.fake_probes import FakeProbes
-
-GOOD_KEY = "gz_good-key"
-AUTH = {"X-API-Key": GOOD_KEY}
-JSON = {"Content-Type": "application/json"}
-SLUG = "example_01"
-JOB_ID = "783f0268-ba85-4426-8ca2-6393c844c887"
-
-PRESETS = [
-    {"preset_id": "example_01", "slug": "example_01", "name": "Example Preset", "has_cover": True,
-     "prompt": "internal prompt", "checkpoint": "Illustrious/model.safetensors", "width": 1024},
-    {"preset_id": "second", "slug": "second", "name": "Second", "has_cover": False,
-     "negative": "internal negative", "steps": 28},
-]
-SPEC = {"preset_slug": SLUG, "preset_name": "Example Preset", "prompt": "a", "negative": "b",
-        "checkpoint": "Illustrious/model.safetensors", "width": 1024, "height": 1024, "steps": 28,
-        "cfg": 6.0, "sampler": "euler_ancestral", "seed": None, "kind": "preview"}
-JOB = {"id": JOB_ID, "label": "Preset: Example Preset – preview", "status": "pending", "error": None}
-
-
-class FakeRpc:
-    """Records every call; answers from `results` or raises from `raises`, keyed by (service, method)."""
-
-    def __init__(self, results=None, raises=None):
-        self.calls = []
-        self.results = {
-            ("presets", "list"): PRESETS,
-            ("presets", "resolve"): SPEC,
-            ("jobs", "create"): None,  # default: one fresh id per requested image
-            ("jobs", "get"): JOB,
-        }
-        self.results.update(results or {})
-        self.raises = dict(raises or {})
-
-    def call(self, service, method, *args):
-        if (service, method) == ("jobs", "create") and len(args) == 3:
-            # the request id (a fresh UUID per request) is checked on its own: keep the spec and count
-            self.request_ids = getattr(self, "request_ids", []) + [args[2]]
-            args = args[:2]
-        self.calls.append((service, method, args))
-        key = (service, method)
-        if key in self.raises:
-            raise self.raises[key]
-        if key == ("jobs", "create") and self.results[key] is None:
-            return [str(uuid.uuid4()) for _ in range(args[1])]
-        return self.results[key]
-
-    def called(self, service, method):
-        return [args for s, m, args in self.calls if (s, m) == (service, method)]
-
-
-class FakeKeys:
-    def __init__(self, valid=(GOOD_KEY,)):
-        self.valid = set(valid)
-        self.seen = []
-
-    def verify(self, key):
-        self.seen.append(key)
-        return key in self.valid
+from tests.fakes import AUTH, GOOD_KEY, JOB, JOB_ID, JSON, SLUG, SPEC, FakeRpc
+from tests.helpers import (ESCAPES, FAILING_CALLS, FAILING_IDS, assert_json_error, make_client,
+                           post_generate)
 
 
 @pytest.fixture
@@ -84,21 +26,6 @@ def media_root(tmp_path):
     root = tmp_path / "media"
     root.mkdir()
     return root
-
-
-class NoSessions:
-    """An admin store with nobody logged in: the web UI is out of these tests' scope."""
-
-    def session(self, token):
-        return None
-
-
-def make_client(media_root, rpc=None, env=None):
-    settings = config.load({"GAZE_MEDIA_ROOT": str(media_root), **(env or {})})
-    rpc = rpc or FakeRpc()
-    client = falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(), admin=NoSessions(),
-                                                 probes=FakeProbes()))
-    return client, rpc
 
 
 @pytest.fixture
@@ -109,28 +36,6 @@ def rpc():
 @pytest.fixture
 def client(media_root, rpc):
     return make_client(media_root, rpc)[0]
-
-
-def post_generate(client, body=None, slug=SLUG, raw=None, headers=None):
-    headers = {**AUTH, **JSON, **(headers or {})}
-    if raw is None and body is not None:
-        raw = json.dumps(body)
-    return client.simulate_post(f"/api/v1/generate/{slug}", body=raw, headers=headers)
-
-
-def assert_json_error(result, status, field=None):
-    assert result.status_code == status, result.text
-    assert result.headers["content-type"].startswith("application/json")
-    body = result.json
-    assert isinstance(body, dict)
-    assert isinstance(body.get("error"), str) and body["error"]
-    # no "status" key in an error: the guide's polling loops read `status` from every answer, and an
-    # error must not look like a job state (services/gateway/errors.py)
-    assert "status" not in body
-    assert set(body) <= {"error", "field"}
-    if field is not None:
-        assert body.get("field") == field, body
-    return body
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,7 +258,7 @@ def test_checkpoint_rejected_by_presets_service_is_400(media_root):
 def test_get_job(client, rpc):
     result = client.simulate_get(f"/api/v1/job/{JOB_ID}", headers=AUTH)
     assert result.status_code == 200
-    assert result.json == JOB
+    assert result.json == {**JOB, "queue_position": None}   # the guide's fields, plus the line's place
     assert rpc.calls == [("jobs", "get", (JOB_ID,))]
 
 
@@ -534,26 +439,6 @@ def test_missing_image_is_404(client):
     assert_json_error(client.simulate_get("/static/uploads/presets/x/missing.png"), 404)
 
 
-ESCAPES = [
-    "/static/uploads/../secret.txt",
-    "/static/uploads/%2e%2e/secret.txt",
-    "/static/uploads/%2E%2E/secret.txt",
-    "/static/uploads/..%2fsecret.txt",
-    "/static/uploads/..%2Fsecret.txt",
-    "/static/uploads/%2e%2e%2fsecret.txt",
-    "/static/uploads/presets/../../secret.txt",
-    "/static/uploads/presets/%2e%2e/%2e%2e/secret.txt",
-    "/static/uploads/presets/..%2f..%2fsecret.txt",
-    "/static/uploads/..\\secret.txt",
-    "/static/uploads/..%5csecret.txt",
-    "/static/uploads//etc/passwd",
-    "/static/uploads/%2fetc%2fpasswd",
-    "/static/uploads/%00secret.txt",
-    "/static/uploads/",
-    "/static/uploads",
-]
-
-
 @pytest.mark.parametrize("path", ESCAPES)
 def test_static_paths_cannot_escape_the_media_root(client, rpc, media_root, path):
     secret = media_root.parent / "secret.txt"
@@ -575,15 +460,6 @@ def test_static_route_does_not_require_but_api_does(client, media_root):
 # --------------------------------------------------------------------------------------------------
 # Backend failures
 # --------------------------------------------------------------------------------------------------
-
-FAILING_CALLS = [
-    ("presets", "list", lambda c: c.simulate_get("/api/v1/presets", headers=AUTH)),
-    ("presets", "resolve", lambda c: post_generate(c, {})),
-    ("jobs", "create", lambda c: post_generate(c, {})),
-    ("jobs", "get", lambda c: c.simulate_get(f"/api/v1/job/{JOB_ID}", headers=AUTH)),
-]
-FAILING_IDS = [f"{s}.{m}" for s, m, _ in FAILING_CALLS]
-
 
 @pytest.mark.parametrize("service,method,request_", FAILING_CALLS, ids=FAILING_IDS)
 def test_rpc_timeout_is_504(media_root, service, method, request_):

@@ -9,7 +9,7 @@ from services.gateway.api.openapi import document
 from shared import config
 from shared import job_states
 from shared.job_states import ACTIVE, RANK, STATES, TERMINAL, may_move, sql_list
-from tests.unit.test_gateway_http import make_client
+from tests.helpers import make_client
 
 STATIC = Path(__file__).resolve().parents[2] / "services" / "gateway" / "web" / "static"
 

@@ -1,6 +1,6 @@
 """shared/logs.py: every process's structured log lines (JSON by default, text for developers), the job
-id as a field, exceptions as a field, an API key never in a line; and gunicorn's access and error lines
-through the same formatter (services/gateway/gunicorn_conf.py)."""
+id as a field, exceptions as a field, an API key never in a line. (gunicorn's access and error lines
+through the same formatter, in a process of their own: tests/integration/test_gateway_processes.py.)"""
 from __future__ import annotations
 
 import contextvars
@@ -10,20 +10,15 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
-import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 
 from shared import config, logs
+from tests.helpers import LOG_TIMESTAMP
 
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "gz_" + "S3cr3tK3y-abcdefghijklmnopqrstuvwxyz012345"   # the shape of a real key: gz_ + 43 characters
 JOB_ID = "0b6f5c1e-8a53-4b4e-9a43-0a8d1f0c2f11"
-TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
 @pytest.fixture
@@ -59,7 +54,7 @@ def test_a_record_with_a_job_id_is_one_json_object_with_the_job_id_as_a_field(ca
         extra={"job_id": JOB_ID, "replica": "gen-a", "attempt": 2})
     [line] = lines(out)
     assert list(line)[:6] == ["ts", "level", "service", "pid", "logger", "msg"]
-    assert TS.match(line["ts"]), line["ts"]
+    assert LOG_TIMESTAMP.match(line["ts"]), line["ts"]
     assert line["level"] == "INFO"
     assert line["service"] == "generator"
     assert line["pid"] == os.getpid()
@@ -110,7 +105,7 @@ def test_text_format_is_one_readable_line_with_the_fields_appended(capture):
     [line] = out.getvalue().splitlines()
     assert re.match(rf"^\S+Z INFO generator\[{os.getpid()}\] services.generator.service: "
                     rf"job {JOB_ID}: done in 1.50s -> a/b.png  job_id={JOB_ID} replica=\"gen a\" attempt=1$", line), line
-    assert TS.match(line.split()[0])
+    assert LOG_TIMESTAMP.match(line.split()[0])
 
 
 def test_text_format_puts_the_traceback_after_the_line(capture):
@@ -167,42 +162,3 @@ def test_log_format_comes_from_the_environment_once_and_is_checked():
     assert config.load({"GAZE_LOG_FORMAT": " Text "}).log_format == "text"
     with pytest.raises(ValueError, match="GAZE_LOG_FORMAT"):
         logs.configure("jobs", dataclasses.replace(config.Settings(), log_format="xml"), stream=io.StringIO())
-
-
-GUNICORN_ACCESS = textwrap.dedent("""
-    import datetime, types
-    from gunicorn.config import Config
-    from services.gateway import gunicorn_conf
-
-    cfg = Config()
-    cfg.set("accesslog", gunicorn_conf.accesslog)
-    cfg.set("access_log_format", gunicorn_conf.access_log_format)
-    logger = gunicorn_conf.logger_class(cfg)
-    logger.info("Booting worker with pid: %s", 4242)
-    resp = types.SimpleNamespace(status="200 OK", headers=[("Content-Type", "application/json")], sent=57)
-    req = types.SimpleNamespace(headers=[("X-API-KEY", KEY)])
-    for path in ("/api/v1/job/JOB", "/api/v1/presets"):
-        environ = {"REQUEST_METHOD": "GET", "RAW_URI": path + "?api_key=" + KEY, "SERVER_PROTOCOL": "HTTP/1.1",
-                   "PATH_INFO": path, "QUERY_STRING": "api_key=" + KEY, "REMOTE_ADDR": "10.0.0.7"}
-        logger.access(resp, req, environ, datetime.timedelta(milliseconds=12))
-""")
-
-
-def test_gunicorn_access_and_error_lines_are_json_without_the_query_string(tmp_path):
-    # in a process of its own: importing gunicorn_conf sets PROMETHEUS_MULTIPROC_DIR for its process
-    env = {key: val for key, val in os.environ.items() if key.upper() != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(GAZE_RUN_DIR=str(tmp_path / "run"), PYTHONPATH=str(ROOT), GAZE_LOG_FORMAT="json")
-    script = GUNICORN_ACCESS.replace("KEY", repr(KEY)).replace("JOB", JOB_ID)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert KEY not in done.stdout + done.stderr and "api_key" not in done.stdout
-    [booting] = [json.loads(line) for line in done.stderr.splitlines() if "Booting" in line]
-    assert (booting["service"], booting["logger"], booting["level"]) == ("gateway", "gunicorn.error", "INFO")
-    job, presets = [json.loads(line) for line in done.stdout.splitlines()]
-    assert job["logger"] == "gunicorn.access" and job["service"] == "gateway" and TS.match(job["ts"])
-    assert job["msg"] == f'10.0.0.7 "GET /api/v1/job/{JOB_ID}" 200 57 12ms'
-    assert (job["method"], job["path"], job["status"], job["bytes"], job["duration_ms"], job["remote"]) == (
-        "GET", f"/api/v1/job/{JOB_ID}", 200, 57, 12, "10.0.0.7")
-    assert job["job_id"] == JOB_ID
-    assert presets["path"] == "/api/v1/presets" and "job_id" not in presets

@@ -1,12 +1,17 @@
-"""shared.media: the store never leaves its root, writes atomically, and names files per job."""
+"""shared.media: the store never leaves its root, writes atomically, and names files per job; the settings
+that choose a store, checked when they are loaded. (The S3 store against a real S3 server:
+tests/integration/test_media_s3.py.)"""
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 
 import pytest
 
-from shared.media import URL_PREFIX, LocalMediaStore, UnsafePath, image_relative_path, image_url
+from shared import config
+from shared.media import (URL_PREFIX, LocalMediaStore, UnsafePath, image_relative_path, image_url,
+                          open_media_store)
 
 NAME_RE = re.compile(r"^presets/(?P<slug>[a-z0-9][a-z0-9_-]*)/gen_(?P<stamp>\d+)_(?P<hex>[0-9a-f]+)\.png$")
 
@@ -117,3 +122,43 @@ def test_image_relative_path_rejects_a_bad_slug(slug):
 def test_image_url():
     assert image_url("presets/a/gen_1_ab.png") == f"{URL_PREFIX}/presets/a/gen_1_ab.png"
     assert URL_PREFIX == "/static/uploads"
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings and the factory
+# --------------------------------------------------------------------------------------------------
+
+def test_local_is_the_default(tmp_path):
+    settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path)})
+    assert settings.media_store == "local"
+    store = open_media_store(settings)
+    assert isinstance(store, LocalMediaStore) and store.root == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"GAZE_MEDIA_STORE": "ftp"}, "GAZE_MEDIA_STORE"),
+    ({"GAZE_MEDIA_STORE": "s3"}, "GAZE_S3_BUCKET"),
+    ({"GAZE_MEDIA_STORE": "s3", "GAZE_S3_BUCKET": "b", "GAZE_S3_ACCESS_KEY_ID": "k"}, "GAZE_S3_SECRET"),
+    ({"GAZE_S3_SECRET_ACCESS_KEY": "s"}, "GAZE_S3_ACCESS_KEY_ID"),
+])
+def test_bad_settings_are_refused_at_load(env, message):
+    with pytest.raises(ValueError, match=message):
+        config.load(env)
+
+
+def test_media_store_name_is_case_insensitive():
+    assert config.load({"GAZE_MEDIA_STORE": " S3 ", "GAZE_S3_BUCKET": "b"}).media_store == "s3"
+    assert config.load({"GAZE_MEDIA_STORE": ""}).media_store == "local"
+
+
+def test_factory_refuses_an_unknown_store():
+    settings = dataclasses.replace(config.load({}), media_store="ftp")
+    with pytest.raises(ValueError, match="GAZE_MEDIA_STORE"):
+        open_media_store(settings)
+
+
+def test_gaze_init_makes_the_local_directory(tmp_path):
+    from operations.cli import ensure_media_store
+
+    ensure_media_store(config.load({"GAZE_MEDIA_ROOT": str(tmp_path / "media")}))
+    assert (tmp_path / "media").is_dir()

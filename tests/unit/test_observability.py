@@ -1,50 +1,27 @@
 """/healthz, /readyz and /metrics through the real Falcon app over fakes (FakeRpc for the API routes,
-FakeProbes for the broker, database and work queue as the operations endpoints see them)."""
+FakeProbes for the broker, database and work queue as the operations endpoints see them). (The metrics
+of several gunicorn worker processes: tests/integration/test_gateway_processes.py.)"""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
-from pathlib import Path
 
-import falcon.testing
 import pytest
 from nameko.exceptions import RpcTimeout
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import PoolTimeout
 
-from shared import config
 from shared.errors import NotFound
-from services.gateway.app import create_app
 from services.gateway.stores.rpc import ServiceUnavailable
-from tests.unit.fake_probes import REPLICAS, FakeProbes
-from tests.unit.test_gateway_http import AUTH, JOB_ID, FakeKeys, FakeRpc, NoSessions
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fakes import AUTH, JOB_ID, REPLICAS, FakeProbes, FakeRpc
+from tests.helpers import app_client, gateway_settings, metric_value
 
 
 def make_client(tmp_path, probes=None, rpc=None, env=None):
-    settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path / "media"), **(env or {})})
     probes = probes or FakeProbes()
-    app = create_app(settings, rpc=rpc or FakeRpc(), keys=FakeKeys(), admin=NoSessions(), probes=probes)
-    return falcon.testing.TestClient(app), probes
-
-
-def samples(text):
-    """{(sample name, frozenset of label items): value} from an exposition."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
-
-
-def value(text, name, **labels):
-    return samples(text).get((name, frozenset(labels.items())))
+    client = app_client(gateway_settings(tmp_path / "media", env), rpc=rpc or FakeRpc(), probes=probes)
+    return client, probes
 
 
 # --- /healthz ----------------------------------------------------------------------------------------
@@ -182,54 +159,54 @@ def test_metrics_count_requests_by_route_template_and_status(tmp_path):
     assert result.headers["content-type"].startswith("text/plain")
     text = result.text
     counter = "gaze_http_requests_total"
-    assert value(text, counter, method="GET", route="/api/v1/presets", status="200") == 2
-    assert value(text, counter, method="GET", route="/api/v1/presets", status="401") == 1
-    assert value(text, counter, method="GET", route="/api/v1/job/{job_id}", status="200") == 1
-    assert value(text, counter, method="GET", route="/api/v1/job/{job_id}", status="404") == 1
-    assert value(text, counter, method="POST", route="/api/v1/generate/{slug}", status="403") == 1
-    assert value(text, counter, method="GET", route="unmatched", status="404") == 1
-    assert value(text, counter, method="GET", route="/static/uploads/{path}", status="404") == 1
+    assert metric_value(text, counter, method="GET", route="/api/v1/presets", status="200") == 2
+    assert metric_value(text, counter, method="GET", route="/api/v1/presets", status="401") == 1
+    assert metric_value(text, counter, method="GET", route="/api/v1/job/{job_id}", status="200") == 1
+    assert metric_value(text, counter, method="GET", route="/api/v1/job/{job_id}", status="404") == 1
+    assert metric_value(text, counter, method="POST", route="/api/v1/generate/{slug}", status="403") == 1
+    assert metric_value(text, counter, method="GET", route="unmatched", status="404") == 1
+    assert metric_value(text, counter, method="GET", route="/static/uploads/{path}", status="404") == 1
     # never a raw path: no job id and no unknown path becomes a label
     assert JOB_ID not in text and other_job not in text and "/no/such/page" not in text
     latency = "gaze_http_request_duration_seconds_count"
-    assert value(text, latency, method="GET", route="/api/v1/presets") == 3
-    assert value(text, latency, method="GET", route="/api/v1/job/{job_id}") == 2
+    assert metric_value(text, latency, method="GET", route="/api/v1/presets") == 3
+    assert metric_value(text, latency, method="GET", route="/api/v1/job/{job_id}") == 2
 
 
 def test_metrics_expose_jobs_by_status_queue_depth_durations_and_replicas(tmp_path):
     client, probes = make_client(tmp_path)
     text = client.simulate_get("/metrics").text
 
-    assert value(text, "gaze_scrape_source_up", source="jobs") == 1
-    assert value(text, "gaze_scrape_source_up", source="broker") == 1
-    assert {status: value(text, "gaze_jobs", status=status)
+    assert metric_value(text, "gaze_scrape_source_up", source="jobs") == 1
+    assert metric_value(text, "gaze_scrape_source_up", source="broker") == 1
+    assert {status: metric_value(text, "gaze_jobs", status=status)
             for status in ("pending", "processing", "done", "failed")} == \
         {"pending": 4, "processing": 1, "done": 17, "failed": 2}
-    assert value(text, "gaze_queue_messages_ready", queue="gaze.generate") == 7
-    assert value(text, "gaze_queue_consumers", queue="gaze.generate") == 2
+    assert metric_value(text, "gaze_queue_messages_ready", queue="gaze.generate") == 7
+    assert metric_value(text, "gaze_queue_consumers", queue="gaze.generate") == 2
     assert ("broker", "queue_depth", ("gaze.generate",)) in probes.calls
     # one healthy and fresh, one reporting a broken backend, one not heard from for a day
-    assert value(text, "gaze_generator_replicas", state="healthy") == 1
-    assert value(text, "gaze_generator_replicas", state="unhealthy") == 1
-    assert value(text, "gaze_generator_replicas", state="stale") == 1
+    assert metric_value(text, "gaze_generator_replicas", state="healthy") == 1
+    assert metric_value(text, "gaze_generator_replicas", state="unhealthy") == 1
+    assert metric_value(text, "gaze_generator_replicas", state="stale") == 1
     # the fresh replicas' worker processes by state, and how often each replica replaced its worker
-    assert value(text, "gaze_generator_workers", state="busy") == 1
-    assert value(text, "gaze_generator_workers", state="restarting") == 1
-    assert value(text, "gaze_generator_workers", state="idle") == 0      # the only idle one is stale
-    assert value(text, "gaze_generator_worker_restarts_total", replica="node-generator-1") == 2
+    assert metric_value(text, "gaze_generator_workers", state="busy") == 1
+    assert metric_value(text, "gaze_generator_workers", state="restarting") == 1
+    assert metric_value(text, "gaze_generator_workers", state="idle") == 0      # the only idle one is stale
+    assert metric_value(text, "gaze_generator_worker_restarts_total", replica="node-generator-1") == 2
     # histograms: cumulative buckets, +Inf = count, sum
     wait = "gaze_job_queue_wait_seconds"
-    assert value(text, f"{wait}_bucket", outcome="done", le="0.1") == 1
-    assert value(text, f"{wait}_bucket", outcome="done", le="0.5") == 2
-    assert value(text, f"{wait}_bucket", outcome="done", le="30.0") == 3
-    assert value(text, f"{wait}_bucket", outcome="done", le="+Inf") == 3
-    assert value(text, f"{wait}_count", outcome="done") == 3
-    assert value(text, f"{wait}_sum", outcome="done") == pytest.approx(12.35)
-    assert value(text, f"{wait}_count", outcome="failed") == 0
+    assert metric_value(text, f"{wait}_bucket", outcome="done", le="0.1") == 1
+    assert metric_value(text, f"{wait}_bucket", outcome="done", le="0.5") == 2
+    assert metric_value(text, f"{wait}_bucket", outcome="done", le="30.0") == 3
+    assert metric_value(text, f"{wait}_bucket", outcome="done", le="+Inf") == 3
+    assert metric_value(text, f"{wait}_count", outcome="done") == 3
+    assert metric_value(text, f"{wait}_sum", outcome="done") == pytest.approx(12.35)
+    assert metric_value(text, f"{wait}_count", outcome="failed") == 0
     gen = "gaze_job_generation_seconds"
-    assert value(text, f"{gen}_bucket", outcome="done", le="0.25") == 2
-    assert value(text, f"{gen}_bucket", outcome="failed", le="600.0") == 0
-    assert value(text, f"{gen}_bucket", outcome="failed", le="+Inf") == 1
+    assert metric_value(text, f"{gen}_bucket", outcome="done", le="0.25") == 2
+    assert metric_value(text, f"{gen}_bucket", outcome="failed", le="600.0") == 0
+    assert metric_value(text, f"{gen}_bucket", outcome="failed", le="+Inf") == 1
     # the families are typed as Prometheus expects
     types = {family.name: family.type for family in text_string_to_metric_families(text)}
     assert types[wait] == types[gen] == types["gaze_http_request_duration_seconds"] == "histogram"
@@ -244,9 +221,9 @@ def test_metrics_still_answer_when_the_jobs_service_and_the_broker_do_not(tmp_pa
     result = client.simulate_get("/metrics")
     assert result.status_code == 200
     text = result.text
-    assert value(text, "gaze_scrape_source_up", source="jobs") == 0
-    assert value(text, "gaze_scrape_source_up", source="broker") == 0
-    assert value(text, "gaze_http_requests_total", method="GET", route="/healthz", status="200") == 1
+    assert metric_value(text, "gaze_scrape_source_up", source="jobs") == 0
+    assert metric_value(text, "gaze_scrape_source_up", source="broker") == 0
+    assert metric_value(text, "gaze_http_requests_total", method="GET", route="/healthz", status="200") == 1
     assert "gaze_jobs{" not in text and "gaze_queue_messages_ready{" not in text
 
 
@@ -260,7 +237,7 @@ def test_metrics_scrape_is_bounded_in_time_when_a_source_hangs(tmp_path):
         probes.release.set()
     assert result.status_code == 200
     assert time.monotonic() - started < 2.0
-    assert value(result.text, "gaze_scrape_source_up", source="jobs") == 0
+    assert metric_value(result.text, "gaze_scrape_source_up", source="jobs") == 0
 
 
 def test_metrics_need_no_api_key_but_honour_an_optional_bearer_token(tmp_path):
@@ -286,77 +263,3 @@ def test_metrics_speak_openmetrics_when_asked(tmp_path):
     result = client.simulate_get("/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert result.headers["content-type"].startswith("application/openmetrics-text")
     assert result.text.rstrip().endswith("# EOF")
-
-
-# --- several gunicorn workers: multiprocess mode ------------------------------------------------------
-
-WORKER = textwrap.dedent("""
-    import sys
-    import falcon.testing
-    from shared import config
-    from services.gateway.app import create_app
-    from tests.unit.fake_probes import FakeProbes
-    from tests.unit.test_gateway_http import AUTH, FakeKeys, FakeRpc, NoSessions
-
-    requests, scrape = int(sys.argv[1]), sys.argv[2] == "scrape"
-    settings = config.load({"GAZE_MEDIA_ROOT": sys.argv[3]})
-    client = falcon.testing.TestClient(create_app(settings, rpc=FakeRpc(), keys=FakeKeys(), admin=NoSessions(),
-                                                  probes=FakeProbes()))
-    for _ in range(requests):
-        assert client.simulate_get("/api/v1/presets", headers=AUTH).status_code == 200
-    if scrape:
-        sys.stdout.write(client.simulate_get("/metrics").text)
-""")
-
-
-def test_request_counters_add_up_across_worker_processes(tmp_path):
-    """Like gunicorn's workers: separate processes sharing PROMETHEUS_MULTIPROC_DIR; a scrape answered by
-    any one of them counts the requests of all of them, including those of processes that have exited."""
-    shared_dir = tmp_path / "prometheus"
-    shared_dir.mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared_dir), "PYTHONPATH": str(ROOT)}
-
-    def worker(requests, scrape=False):
-        done = subprocess.run([sys.executable, "-c", WORKER, str(requests), "scrape" if scrape else "-",
-                               str(tmp_path / "media")], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    worker(5)
-    worker(7)
-    text = worker(3, scrape=True)
-    assert len(list(shared_dir.glob("counter_*.db"))) == 3
-    assert value(text, "gaze_http_requests_total", method="GET", route="/api/v1/presets", status="200") == 15
-    assert value(text, "gaze_http_request_duration_seconds_count", method="GET", route="/api/v1/presets") == 15
-    # the scrape-time metrics come along in multiprocess mode too
-    assert value(text, "gaze_jobs", status="done") == 17
-
-
-GUNICORN_CONF = textwrap.dedent("""
-    import os, sys
-    from pathlib import Path
-    from services.gateway import gunicorn_conf
-
-    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    print(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "counter_999.db").write_bytes(b"left by an earlier gunicorn")
-    gunicorn_conf.on_starting(None)
-    assert directory.is_dir() and not list(directory.iterdir()), list(directory.iterdir())
-
-    (directory / "gauge_livesum_4242.db").write_bytes(b"x")
-    (directory / "counter_4242.db").write_bytes(b"x")
-    gunicorn_conf.child_exit(None, type("Worker", (), {"pid": 4242})())
-    assert sorted(p.name for p in directory.iterdir()) == ["counter_4242.db"]  # counters stay summed
-""")
-
-
-def test_gunicorn_conf_puts_the_multiprocess_dir_under_the_run_dir_and_empties_it_at_start(tmp_path):
-    # in a process of its own: importing gunicorn_conf sets PROMETHEUS_MULTIPROC_DIR for its process
-    env = {key: val for key, val in os.environ.items() if key.upper() != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(GAZE_RUN_DIR=str(tmp_path / "run"), PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", GUNICORN_CONF], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str((tmp_path / "run" / "prometheus").resolve())

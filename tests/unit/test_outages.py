@@ -3,7 +3,6 @@ gateway itself or in a service behind an RPC) is a 503 JSON error with Retry-Aft
 details; the same exception types that are not outages stay opaque 500s."""
 from __future__ import annotations
 
-import falcon.testing
 import psycopg
 import psycopg.errors
 import pytest
@@ -11,19 +10,8 @@ import redis
 from nameko.exceptions import RemoteError
 from psycopg_pool import PoolTimeout
 
-from services.gateway.app import create_app
-from shared import config
-from tests.unit.fake_probes import FakeProbes
-from tests.unit.test_gateway_http import (
-    AUTH,
-    FAILING_CALLS,
-    FAILING_IDS,
-    JOB_ID,
-    FakeRpc,
-    NoSessions,
-    assert_json_error,
-    make_client,
-)
+from tests.fakes import AUTH, JOB_ID, FakeKeys, FakeRpc
+from tests.helpers import FAILING_CALLS, FAILING_IDS, app_client, assert_json_error, gateway_settings, make_client
 
 
 @pytest.fixture
@@ -44,23 +32,22 @@ def assert_503(result):
     return body
 
 
-class SwitchableKeys:
-    """An API key store whose Postgres can be taken down and brought back."""
+class SwitchableKeys(FakeKeys):
+    """An API key store whose Postgres can be taken down (`error` set) and brought back (`error` None)."""
 
     def __init__(self):
+        super().__init__()
         self.error = None
 
     def verify(self, key):
         if self.error is not None:
             raise self.error
-        return key == AUTH["X-API-Key"]
+        return super().verify(key)
 
 
 def client_with_keys(media_root, keys, rpc=None):
-    settings = config.load({"GAZE_MEDIA_ROOT": str(media_root)})
     rpc = rpc or FakeRpc()
-    app = create_app(settings, rpc=rpc, keys=keys, admin=NoSessions(), probes=FakeProbes())
-    return falcon.testing.TestClient(app), rpc
+    return app_client(gateway_settings(media_root), rpc=rpc, keys=keys), rpc
 
 
 LOCAL_OUTAGES = [

@@ -6,36 +6,16 @@ import io
 import os
 import threading
 
-import falcon.testing
+import falcon
 import pytest
 from PIL import Image
 
-from shared import config
 from services.gateway.web import thumbnails
-from services.gateway.app import create_app
 from services.gateway.web.render import THUMB_SIZES, thumb_url
-from tests.unit.fake_probes import FakeProbes
+from tests.fakes import FakeKeys, FakeRpc
+from tests.helpers import app_client, gateway_settings, png
 
 REL = "presets/demo/gen_1_abc.png"
-
-
-class Nobody:
-    def session(self, token):
-        return None
-
-    def verify(self, key):
-        return False
-
-
-class NoRpc:
-    def call(self, *args):
-        raise AssertionError("thumbnails never call a service")
-
-
-def png(width, height, mode="RGB", color=(200, 30, 30)):
-    out = io.BytesIO()
-    Image.new(mode, (width, height), color if mode != "P" else 1).save(out, "PNG")
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -48,9 +28,9 @@ def root(tmp_path):
 
 @pytest.fixture
 def client(root):
-    settings = config.load({"GAZE_MEDIA_ROOT": str(root)})
-    return falcon.testing.TestClient(create_app(settings, rpc=NoRpc(), keys=Nobody(), admin=Nobody(),
-                                                 probes=FakeProbes()))
+    rpc = FakeRpc()
+    yield app_client(gateway_settings(root), rpc=rpc, keys=FakeKeys(valid=()))
+    assert rpc.calls == [], "thumbnails never call a service"
 
 
 def cache_file(root, size, rel=REL):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from urllib.parse import urlencode
 
 import falcon.testing
@@ -21,11 +20,9 @@ from shared.errors import Conflict, InvalidField, NotFound
 from shared.schemas import PresetFields, first_error
 from services.gateway.app import create_app
 from shared.contracts.presets.resolve import resolve
-from tests.unit.fake_probes import FakeProbes
+from tests.fakes import COOKIES, CSRF, FakeAdmin, FakeKeys, FakeProbes, FakeRpc
 
 SLUG = "example_01"
-CSRF = "t"
-COOKIES = {"gaze_session": "valid"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 CHECKPOINTS = ["Illustrious/model.safetensors", "SDXL/sd_xl_base_1.0.safetensors"]
 EXAMPLE = {"slug": SLUG, "name": "Example Preset", "prompt": "portrait of a traveller", "negative": "lowres",
@@ -36,25 +33,14 @@ IMAGE = {"job_id": "11111111-2222-3333-4444-555555555555", "relative_path": f"pr
          "negative": "lowres", "checkpoint": "Illustrious/model.safetensors", "finished_at": 1.0}
 
 
-class FakeRpc:
-    """presets: an in-memory store validated with PresetFields like the real service; jobs: recorded."""
+class InMemoryServices(FakeRpc):
+    """presets: an in-memory store validated with PresetFields like the real service; jobs: FakeRpc's,
+    recorded, with the images of IMAGE."""
 
     def __init__(self):
-        self.calls = []
+        super().__init__(jobs=())
         self.presets = {SLUG: dict(EXAMPLE)}
         self.images = [dict(IMAGE)]
-        self.jobs = {}
-
-    def called(self, service, method):
-        return [args for s, m, args in self.calls if (s, m) == (service, method)]
-
-    def call(self, service, method, *args):
-        if (service, method) == ("jobs", "create") and len(args) == 3:
-            # the request id (a fresh UUID per request) is checked on its own: keep the spec and count
-            self.request_ids = getattr(self, "request_ids", []) + [args[2]]
-            args = args[:2]
-        self.calls.append((service, method, args))
-        return getattr(self, f"{service}_{method}")(*args)
 
     # presets
     def _get(self, slug):
@@ -108,39 +94,19 @@ class FakeRpc:
         return {"slug": slug, "cover_path": relative_path}
 
     # jobs
-    def jobs_create(self, spec, count):
-        ids = [str(uuid.uuid4()) for _ in range(count)]
-        for job_id in ids:
-            self.jobs[job_id] = {"id": job_id, "status": "pending", "error": None, "result": None,
-                                 "preset": spec["preset_slug"], "progress": None}
-        return ids
-
-    def jobs_get_many(self, ids):
-        return [self.jobs[i] for i in ids if i in self.jobs]
-
     def jobs_images(self, slug, limit, offset):
         return [i for i in self.images if i["relative_path"].startswith(f"presets/{slug}/")][offset:offset + limit]
 
 
-class FakeAdmin:
-    def session(self, token):
-        return {"csrf_token": CSRF} if token == "valid" else None
-
-
-class FakeKeys:
-    def verify(self, key):
-        return False
-
-
 @pytest.fixture
 def rpc():
-    return FakeRpc()
+    return InMemoryServices()
 
 
 @pytest.fixture
 def client(tmp_path, rpc):
     settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path)})
-    return falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(), admin=FakeAdmin(),
+    return falcon.testing.TestClient(create_app(settings, rpc=rpc, keys=FakeKeys(valid=()), admin=FakeAdmin(),
                                                  probes=FakeProbes()))
 
 

@@ -17,9 +17,11 @@ class ApiKeyAuth:
             raise ApiError(falcon.HTTP_401, "missing API key: send the X-API-Key header or ?api_key=", "X-API-Key")
         if self.limiter is not None:
             self.limiter.guard(req, key)
-        if not self.keys.verify(key):
+        name = self.keys.verify(key)
+        if not name:
             if self.limiter is not None:
                 self.limiter.auth_failed(req)
             raise ApiError(falcon.HTTP_403, "invalid API key", "X-API-Key")
+        req.context.api_key_name = name   # who owns the jobs this request creates, whose jobs it lists
         if self.limiter is not None:
             self.limiter.passed(req, key)

@@ -1,17 +1,17 @@
 """The REST API as an OpenAPI 3.1 document, served at GET /api/v1/openapi.json (public, like the guide).
 
 It describes exactly the three endpoints of the user's guide (docs/gaze-rest-api-guide.md): the same
-paths, auth (X-API-Key header or ?api_key=), bodies, answers and status codes. Limits are read from the
-same constants and settings the validation uses (shared/schemas.py), so the document cannot drift from
-what the server enforces. tests/e2e/test_openapi_fuzz.py runs schemathesis against it.
+paths, auth (X-API-Key header or ?api_key=), bodies, answers and status codes. The bodies' schemas are the
+pydantic models' own (shared/schemas.py): the request is the model the validation uses, with the limits of
+the same settings, so the document cannot drift from what the server enforces.
+tests/e2e/test_openapi_fuzz.py runs schemathesis against it.
 """
 from __future__ import annotations
 
+from shared.schemas import SLUG_RE, Error, Job, PresetList, Queued, generate_request_schema
 
-from shared.job_states import STATES
-from shared.schemas import CHECKPOINT_RE, MAX_COUNT, MAX_SEED, SLUG_RE
-
-UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+REF_TEMPLATE = "#/components/schemas/{model}"
+RESPONSE_MODELS = (PresetList, Queued, Job, Error)
 
 
 def _error(description):
@@ -34,9 +34,18 @@ AUTH_ERRORS = {
 }
 
 
+def component_schemas(settings) -> dict:
+    """Every schema the document refers to, by model name: the request with the settings' limits, the
+    answers as they are serialised; the models they nest (`$defs`) become components of their own."""
+    schemas = {"GenerateRequest": generate_request_schema(settings, ref_template=REF_TEMPLATE)}
+    schemas.update((model.__name__, model.model_json_schema(mode="serialization", ref_template=REF_TEMPLATE))
+                   for model in RESPONSE_MODELS)
+    for schema in list(schemas.values()):
+        schemas.update(schema.pop("$defs", {}))
+    return schemas
+
+
 def document(settings) -> dict:
-    dimension = {"type": "integer", "minimum": 64, "maximum": settings.max_dimension, "multipleOf": 8}
-    prompt = {"type": "string", "maxLength": settings.max_prompt_chars, "default": ""}
     return {
         "openapi": "3.1.0",
         "info": {"title": "GAZE REST API", "version": "1.0.0",
@@ -91,43 +100,7 @@ def document(settings) -> dict:
                 "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "ApiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"},
             },
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {
-                    "error": {"type": "string"}, "field": {"type": "string"}}},
-                "Preset": {"type": "object", "required": ["preset_id", "slug", "name", "has_cover"], "properties": {
-                    "preset_id": {"type": "string"}, "slug": {"type": "string"}, "name": {"type": "string"},
-                    "has_cover": {"type": "boolean"}}},
-                "PresetList": {"type": "object", "required": ["presets"], "properties": {
-                    "presets": {"type": "array", "items": {"$ref": "#/components/schemas/Preset"}}}},
-                "GenerateRequest": {"type": "object", "additionalProperties": False,
-                                    "description": "Strict: integers must be JSON integers (650.0, \"650\" and"
-                                                   " true are refused with 400 naming the field).",
-                                    "properties": {
-                    "count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": 1},
-                    "checkpoint": {"type": "string", "pattern": CHECKPOINT_RE.pattern},
-                    "extra_positive": prompt,
-                    "extra_negative": prompt,
-                    "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
-                    "width": dimension,
-                    "height": dimension,
-                }, "dependentRequired": {"width": ["height"], "height": ["width"]}},
-                "Queued": {"type": "object", "required": ["jobs"], "properties": {"jobs": {
-                    "type": "array", "minItems": 1, "maxItems": MAX_COUNT, "items": {
-                        "type": "object", "required": ["job_id", "status"], "properties": {
-                            "job_id": {"type": "string", "pattern": UUID_PATTERN},
-                            "status": {"const": "queued"}}}}}},
-                "Job": {"type": "object", "required": ["id", "label", "status", "error", "result"], "properties": {
-                    "id": {"type": "string", "pattern": UUID_PATTERN},
-                    "label": {"type": "string"},
-                    "status": {"enum": list(STATES)},
-                    "error": {"type": ["string", "null"]},
-                    "result": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Result"}]},
-                }},
-                "Result": {"type": "object", "required": ["image_url", "relative_path", "seed"], "properties": {
-                    "image_url": {"type": "string", "pattern": "^/static/uploads/"},
-                    "relative_path": {"type": "string"},
-                    "seed": {"type": "integer"}}},
-            },
+            "schemas": component_schemas(settings),
         },
     }
 

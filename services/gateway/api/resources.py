@@ -44,8 +44,9 @@ class GenerateResource:
         key = validation.idempotency_key(req.get_header("Idempotency-Key"))
         body = validation.read_json_object(req, self.settings.max_body_bytes)
 
+        owner = req.context.get("api_key_name")
         if key is None or self.idempotency is None:
-            job_ids = generation.submit(self.rpc, self.settings, slug, body, self.presets)
+            job_ids = generation.submit(self.rpc, self.settings, slug, body, self.presets, owner=owner)
         else:
             # the API key the auth middleware accepted, from the same places: keys are scoped per API key
             api_key = req.get_header("X-API-Key") or req.get_param("api_key")
@@ -55,7 +56,7 @@ class GenerateResource:
             request_id = idempotency.request_id(api_key, key, request_fingerprint)
 
             def submit():
-                return generation.submit(self.rpc, self.settings, slug, body, self.presets, request_id)
+                return generation.submit(self.rpc, self.settings, slug, body, self.presets, request_id, owner)
 
             job_ids, replayed = self.idempotency.submit(api_key, key, request_fingerprint, submit)
             if replayed:
@@ -72,3 +73,35 @@ class JobResource:
 
     def on_get(self, req, resp, job_id):
         resp.media = self.jobs.get(validation.job_id(job_id))
+
+
+class JobCancelResource:
+    """POST /api/v1/job/<id>/cancel: 202 when this call cancelled it, 409 with its status when it had ended."""
+
+    auth_required = True
+
+    def __init__(self, jobs):
+        self.jobs = jobs   # JobLookup
+
+    def on_post(self, req, resp, job_id):
+        answer = self.jobs.cancel(validation.job_id(job_id))
+        job = answer["job"]
+        if not answer["cancelled"]:
+            resp.status = falcon.HTTP_409
+            resp.media = {"error": f"the job has already ended ({job['status']})", "status": job["status"]}
+            return
+        resp.status = falcon.HTTP_202
+        resp.media = {"id": job["id"], "status": job["status"]}
+
+
+class JobsResource:
+    """GET /api/v1/jobs: the calling API key's jobs, newest first, a page at a time."""
+
+    auth_required = True
+
+    def __init__(self, jobs):
+        self.jobs = jobs   # JobLookup
+
+    def on_get(self, req, resp):
+        query = validation.jobs_query(req.params)
+        resp.media = self.jobs.jobs_of(req.context.get("api_key_name"), **query)

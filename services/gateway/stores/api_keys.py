@@ -63,7 +63,7 @@ class KeyEpoch:
         self.key = f"{prefix}:api_keys:epoch"
         self._lock = threading.Lock()
         self._epoch = None
-        self._verified: dict[str, float] = {}   # hash -> when verified (monotonic)
+        self._verified: dict[str, tuple[float, str]] = {}   # hash -> (when verified (monotonic), key's name)
 
     def current(self):
         """The epoch now, or None when there is no Redis or it cannot be read (then: ask Postgres)."""
@@ -79,18 +79,19 @@ class KeyEpoch:
             return None
         return epoch
 
-    def known(self, epoch, digest: str) -> bool:
+    def known(self, epoch, digest: str) -> str | None:
+        """The key's name when this process verified it recently under this epoch, else None."""
         with self._lock:
             if epoch != self._epoch:
                 self._epoch, self._verified = epoch, {}
-                return False
+                return None
             seen = self._verified.get(digest)
-            return seen is not None and time.monotonic() - seen < KEY_CACHE_SECONDS
+            return seen[1] if seen is not None and time.monotonic() - seen[0] < KEY_CACHE_SECONDS else None
 
-    def remember(self, epoch, digest: str) -> None:
+    def remember(self, epoch, digest: str, name: str) -> None:
         with self._lock:
             if epoch == self._epoch and len(self._verified) < 10_000:
-                self._verified[digest] = time.monotonic()
+                self._verified[digest] = (time.monotonic(), name)
 
     def bump(self) -> None:
         """After a committed key change: every process forgets what it verified."""
@@ -113,25 +114,28 @@ class ApiKeyStore:
         self.pool = pool
         self.epoch = KeyEpoch(redis_url, redis_prefix)
 
-    def verify(self, key: str) -> bool:
+    def verify(self, key: str) -> str | None:
+        """The name of the active key `key` (its jobs are listed under that name), or None when it is not one."""
         if not key or not key.startswith(KEY_PREFIX) or len(key) > 200:
-            return False
+            return None
         digest = _hash(key)
         epoch = self.epoch.current()
-        if epoch is not None and self.epoch.known(epoch, digest):
-            return True
-        valid = self._verify_in_database(key, digest)
-        if valid and epoch is not None:
-            self.epoch.remember(epoch, digest)
-        return valid
+        if epoch is not None:
+            name = self.epoch.known(epoch, digest)
+            if name is not None:
+                return name
+        name = self._verify_in_database(key, digest)
+        if name is not None and epoch is not None:
+            self.epoch.remember(epoch, digest, name)
+        return name
 
-    def _verify_in_database(self, key: str, candidate: str) -> bool:
+    def _verify_in_database(self, key: str, candidate: str) -> str | None:
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT key_hash FROM gateway.api_keys WHERE prefix = %s AND revoked_at IS NULL",
+                "SELECT key_hash, name FROM gateway.api_keys WHERE prefix = %s AND revoked_at IS NULL",
                 (key[:LOOKUP_CHARS],),
             ).fetchall()
-        return any(hmac.compare_digest(row["key_hash"], candidate) for row in rows)
+        return next((row["name"] for row in rows if hmac.compare_digest(row["key_hash"], candidate)), None)
 
     def regenerate(self, name: str = "default") -> str:
         """Mint a new key under `name`; the previous key of that name stops working in the same commit."""

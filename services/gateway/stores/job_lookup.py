@@ -6,7 +6,8 @@ the answer is written back, versioned, so the next poll is a hit and nothing old
 """
 from __future__ import annotations
 
-from shared.contracts.jobs.view import JobView
+from shared.contracts.jobs.view import JobView, queue_position
+from shared.job_states import JobState
 from shared.contracts.jobs import JobsClient
 
 
@@ -16,11 +17,27 @@ class JobLookup:
         self.view = view or JobView("")
 
     def get(self, job_id: str) -> dict:
-        doc = self.view.get(job_id)
+        """The job's document with its `queue_position`: one Redis round trip for a hit."""
+        doc, rank = self.view.lookup(job_id)
         if doc is None:
             doc = self.jobs_service.get(job_id)
             self.view.put(doc)
-        return doc
+            rank = self.view.ranks([job_id]).get(job_id)
+        return {**doc, "queue_position": queue_position(doc, rank)}
+
+    def cancel(self, job_id: str) -> dict:
+        """jobs.cancel: {"job": its document (with queue_position), "cancelled": bool}."""
+        answer = self.jobs_service.cancel(job_id)
+        return {**answer, "job": {**answer["job"], "queue_position": None}}
+
+    def jobs_of(self, owner: str, **query) -> dict:
+        """A page of `owner`'s jobs, each with its queue_position (one Redis round trip for the page)."""
+        page = self.jobs_service.jobs_of(owner, **query)
+        return {**page, "jobs": self.with_positions(page["jobs"])}
+
+    def with_positions(self, docs: list[dict]) -> list[dict]:
+        ranks = self.view.ranks([doc["id"] for doc in docs if doc["status"] == JobState.PENDING])
+        return [{**doc, "queue_position": queue_position(doc, ranks.get(doc["id"]))} for doc in docs]
 
     def get_many(self, job_ids: list[str]) -> list[dict]:
         """The known jobs among `job_ids`, in the order asked, unknown ones left out (like jobs.get_many)."""

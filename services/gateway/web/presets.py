@@ -2,7 +2,9 @@
 and delete; import and export as JSON.
 
 Generation goes through `generation.submit`, the same path as POST /api/v1/generate/<slug>: the form's
-strings are only turned into the guide's JSON types here, never validated twice. Preset fields are
+strings are only turned into the guide's JSON types here, never validated twice. The Generate form itself
+(its fields, their order, controls, limits, labels and help) is read off the request's model,
+GenerateRequest, through the JSON schema the OpenAPI document publishes. Preset fields are
 validated by the presets service (PresetFields); its InvalidField / Conflict name the field, which is
 shown next to that field with the user's input kept.
 """
@@ -10,11 +12,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 import falcon
 
 from shared.errors import Conflict, InvalidField
-from shared.schemas import MAX_COUNT, PresetFields
+from shared.schemas import MAX_COUNT, PresetFields, generate_request_schema, value_schema
 from services.gateway import generation, validation
 from services.gateway.errors import ApiError
 from services.gateway.web.render import form_values, redirect, render
@@ -22,7 +25,8 @@ from shared.contracts.jobs import JobsClient
 from shared.contracts.presets import PresetsClient
 
 PRESET_KEYS = tuple(PresetFields.model_fields)
-GENERATE_FIELDS = ("count", "seed", "extra_positive", "extra_negative", "width", "height", "checkpoint")
+# What an empty Generate field means, shown as its placeholder: besides this, the preset's own setting.
+EMPTY_MEANS = {"seed": "random"}
 GALLERY_PAGE = 60
 # /presets/new and /presets/import are UI routes, so a preset with such a slug could never be opened.
 RESERVED_SLUGS = frozenset({"new", "import"})
@@ -50,18 +54,67 @@ def as_float(text: str):
     return float(stripped) if _DECIMAL.fullmatch(stripped) else text
 
 
-def generate_body(form: dict) -> dict:
-    """The Generate form as the guide's request body. Empty fields are omitted (preset defaults); the
-    checkpoint select's default option is empty too, so "the preset's own" is never sent as an override."""
+# --- the Generate form, read off GenerateRequest ------------------------------------------------------
+@dataclass(frozen=True)
+class FormField:
+    """One control of the Generate form: a property of GenerateRequest's JSON schema."""
+
+    name: str
+    label: str        # the field's title
+    help: str         # its description
+    kind: str         # "number" (an input), "text" (a one-line input) or "textarea"
+    attrs: dict       # the schema's constraints as HTML attributes, so the browser checks them first
+    default: str      # the model's default as the form shows it; "" where empty means the preset's own
+
+
+def generate_form(settings) -> tuple[FormField, ...]:
+    """The Generate form's fields, in the model's order, with the limits of `settings` (as validated)."""
+    schema = generate_request_schema(settings)
+    return tuple(_form_field(name, prop) for name, prop in schema["properties"].items())
+
+
+def _form_field(name: str, prop: dict) -> FormField:
+    value = value_schema(prop)
+    if value.get("type") == "integer":
+        kind = "number"
+        attrs = {"min": value.get("minimum"), "max": value.get("maximum"), "step": value.get("multipleOf", 1),
+                 "inputmode": "numeric"}
+    elif value.get("type") == "string":
+        # free text (a prompt) gets room to write; a constrained string (a path, a name) one line
+        kind = "text" if "pattern" in value else "textarea"
+        attrs = {"maxlength": value.get("maxLength")}
+    else:
+        raise TypeError(f"the Generate form has no control for {name!r}: {prop}")
+    default = prop.get("default")
+    return FormField(name=name, label=prop.get("title", name), help=prop.get("description", ""), kind=kind,
+                     attrs={key: val for key, val in attrs.items() if val is not None},
+                     default="" if default is None else str(default))
+
+
+def form_rows(fields) -> list[list[FormField]]:
+    """The form's layout: consecutive one-line controls share a row; a textarea has a row of its own."""
+    rows = []
+    for field in fields:
+        if field.kind != "textarea" and rows and rows[-1][-1].kind != "textarea":
+            rows[-1].append(field)
+        else:
+            rows.append([field])
+    return rows
+
+
+def generate_body(form: dict, fields) -> dict:
+    """The Generate form as the guide's request body. Empty fields are omitted (the preset's own setting);
+    the checkpoint select's default option is empty too, so "the preset's own" is never sent as an
+    override. A textarea's text is sent as typed; a one-line value is trimmed."""
     body = {}
-    for name in ("count", "seed", "width", "height"):
-        raw = form.get(name, "")
-        if raw.strip():
-            body[name] = as_int(raw)
-    for name in ("extra_positive", "extra_negative", "checkpoint"):
-        raw = form.get(name, "")
-        if raw.strip():
-            body[name] = raw.strip() if name == "checkpoint" else raw
+    for field in fields:
+        raw = form.get(field.name, "")
+        if not raw.strip():
+            continue
+        if field.kind == "number":
+            body[field.name] = as_int(raw)
+        else:
+            body[field.name] = raw if field.kind == "textarea" else raw.strip()
     return body
 
 
@@ -140,6 +193,7 @@ class _PresetPage:
         self.jobs_service = JobsClient(rpc)
         self.presets_service = PresetsClient(rpc)
         self.settings = settings
+        self.generate_form = generate_form(settings)
 
     def render_page(self, req, resp, slug, values=None, errors=None, status=falcon.HTTP_200):
         slug = validation.preset_slug(slug)
@@ -155,10 +209,12 @@ class _PresetPage:
         offset = req.get_param_as_int("offset", min_value=0, default=0) or 0
         images = self.jobs_service.images(slug, GALLERY_PAGE, offset)
         fallback = images[0]["relative_path"] if images and not preset["cover_path"] else None
-        render(req, resp, "preset.html", status=status, preset=preset, checkpoints=checkpoints, jobs=jobs,
+        empty_means = {**EMPTY_MEANS, **{f.name: preset[f.name] for f in self.generate_form if f.name in preset}}
+        render(req, resp, "preset.html", status=status, preset=preset, jobs=jobs,
                images=images, offset=offset, page_size=GALLERY_PAGE, fallback_path=fallback,
-               values=values or {"count": "1"}, errors=errors or {}, generate_fields=GENERATE_FIELDS,
-               max_count=MAX_COUNT, max_dimension=self.settings.max_dimension)
+               values=values or {f.name: f.default for f in self.generate_form}, errors=errors or {},
+               generate_fields=[f.name for f in self.generate_form], generate_rows=form_rows(self.generate_form),
+               choices={"checkpoint": checkpoints}, empty_means=empty_means)
 
 
 class PresetResource(_PresetPage):
@@ -174,12 +230,12 @@ class PresetGenerateResource(_PresetPage):
     def on_post(self, req, resp, slug):
         form = form_values(req)
         try:
-            job_ids = generation.submit(self.rpc, self.settings, slug, generate_body(form))
+            job_ids = generation.submit(self.rpc, self.settings, slug, generate_body(form, self.generate_form))
         except (ApiError, InvalidField) as exc:
             if isinstance(exc, ApiError) and exc.status != falcon.HTTP_400:
                 raise
             field, message = field_message(exc)
-            values = {name: form.get(name, "") for name in GENERATE_FIELDS}
+            values = {control.name: form.get(control.name, "") for control in self.generate_form}
             return self.render_page(req, resp, slug, values=values, errors={field: message},
                                     status=falcon.HTTP_400)
         redirect(resp, f"/presets/{slug}?jobs={','.join(job_ids)}")

@@ -65,9 +65,21 @@ log = logging.getLogger(__name__)
 # the backend
 
 
+@dataclass(frozen=True)
+class ComfyUISettings:
+    """GAZE_BACKEND=comfyui: each field read from GAZE_<FIELD NAME> (shared/config.py). Its time limit is
+    every backend's, GAZE_JOB_TIMEOUT_SECONDS (the old name GAZE_COMFYUI_TIMEOUT_SECONDS still works)."""
+
+    comfyui_url: str = "http://127.0.0.1:8188"
+    comfyui_workflow: str = ""              # "" = the bundled SDXL/Illustrious txt2img template
+    comfyui_retry_seconds: float = 30.0     # how long to retry an unreachable ComfyUI before failing
+    comfyui_poll_seconds: float = 1.0       # /history polling interval when the websocket is down
+
+
 class ComfyUIBackend:
     name = BACKEND_NAME
     pipelined = True
+    settings_class = ComfyUISettings
 
     def __init__(self, url: str, workflow=None, *, timeout_seconds: float = 600.0, retry_seconds: float = 30.0,
                  poll_seconds: float = 1.0):
@@ -83,11 +95,11 @@ class ComfyUIBackend:
         self.poll_seconds = max(0.01, float(poll_seconds))
 
     @classmethod
-    def from_settings(cls, settings) -> "ComfyUIBackend":
-        return cls(settings.comfyui_url, settings.comfyui_workflow or None,
+    def from_settings(cls, settings, comfyui: ComfyUISettings) -> "ComfyUIBackend":
+        return cls(comfyui.comfyui_url, comfyui.comfyui_workflow or None,
                    timeout_seconds=settings.job_timeout_seconds,
-                   retry_seconds=settings.comfyui_retry_seconds,
-                   poll_seconds=settings.comfyui_poll_seconds)
+                   retry_seconds=comfyui.comfyui_retry_seconds,
+                   poll_seconds=comfyui.comfyui_poll_seconds)
 
     @property
     def ws_url(self) -> str:
@@ -101,10 +113,10 @@ class ComfyUIBackend:
         return _Run(self, spec, as_context(job)).run()
 
     @classmethod
-    def remove_orphans(cls, settings, prompt_ids) -> str:
+    def remove_orphans(cls, comfyui: ComfyUISettings, prompt_ids) -> str:
         """Remove the prompts a killed worker left on ComfyUI: delete the queued ones, interrupt the running
         one (by its own prompt_id only). Runs in the replica's eventlet process: plain `requests` calls."""
-        url = settings.comfyui_url.rstrip("/")
+        url = comfyui.comfyui_url.rstrip("/")
         wanted = set(prompt_ids)
         try:
             response = requests.get(f"{url}/queue", timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT))

@@ -31,11 +31,13 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from services.generator.backends.base import (
     BackendError, GeneratedImage, JobCancelled, as_context, encode_png, png_metadata,
 )
+from shared.config import optional_path, resolved_path, setting
 
 BACKEND_NAME = "diffusers"
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
@@ -95,11 +97,22 @@ def _diffusers():
     return diffusers
 
 
+@dataclass(frozen=True)
+class DiffusersSettings:
+    """GAZE_BACKEND=diffusers: each field read from GAZE_<FIELD NAME> (shared/config.py)."""
+
+    models_dir: str = setting("var/models", parse=resolved_path)  # checkpoints; a spec's checkpoint is a path relative to it
+    diffusers_config_dir: str = setting("", parse=optional_path)  # "" = <models_dir>/diffusers-configs: <repo id>/model_index.json, ...
+    diffusers_device: str = ""              # "" = cuda when torch sees a GPU, else cpu
+    diffusers_dtype: str = ""               # "" = float16 on cuda, float32 on cpu; or bfloat16, float32
+
+
 class DiffusersBackend:
     """`loader(path, device, dtype) -> pipeline` replaces the single-file loader (tests, the GPU bench)."""
 
     name = BACKEND_NAME
     pipelined = False
+    settings_class = DiffusersSettings
 
     def __init__(self, models_dir, config_dir=None, device="", dtype="", loader=None):
         self.models_dir = Path(models_dir)
@@ -114,9 +127,9 @@ class DiffusersBackend:
         self.loads = 0            # how many checkpoints were loaded (the tests read it)
 
     @classmethod
-    def from_settings(cls, settings):
-        return cls(settings.models_dir, settings.diffusers_config_dir or None,
-                   settings.diffusers_device, settings.diffusers_dtype)
+    def from_settings(cls, settings, diffusers: DiffusersSettings):
+        return cls(diffusers.models_dir, diffusers.diffusers_config_dir or None,
+                   diffusers.diffusers_device, diffusers.diffusers_dtype)
 
     # ---- device -------------------------------------------------------------------------------------
 

@@ -8,22 +8,31 @@ cancelled job stops at the next step.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from services.generator.backends.base import GeneratedImage, JobCancelled, as_context
 from services.generator.backends.preview import PreviewBackend
 
 
+@dataclass(frozen=True)
+class SimulatedSettings:
+    """GAZE_BACKEND=simulated: each field read from GAZE_<FIELD NAME> (shared/config.py)."""
+
+    simulated_gpu_seconds: float = 0.2      # how long each job holds its replica
+
+
 class SimulatedGpuBackend:
     name = "simulated"
     pipelined = False
+    settings_class = SimulatedSettings
 
     def __init__(self, seconds: float, checkpoints=None):
         self.seconds = seconds
         self.preview = PreviewBackend(checkpoints)
 
     @classmethod
-    def from_settings(cls, settings):
-        return cls(settings.simulated_gpu_seconds, settings.checkpoints)
+    def from_settings(cls, settings, simulated: SimulatedSettings):
+        return cls(simulated.simulated_gpu_seconds, settings.checkpoints)
 
     def health(self) -> tuple[bool, str]:
         return True, f"simulated GPU ({self.seconds:g} s per image)"

@@ -9,10 +9,19 @@ SERVICE = "jobs"
 class JobsClient(ServiceClient):
     service = SERVICE
 
-    def create(self, spec: dict, count: int, request_id: str | None = None) -> list[str]:
+    def create(self, spec: dict, count: int, request_id: str | None = None, owner: str | None = None) -> list[str]:
         """N pending jobs for one resolved spec, in one transaction; the same request_id twice answers the
-        first call's job ids."""
-        return self._call("create", spec, count, request_id)
+        first call's job ids. `owner`: the name of the API key that asked (None: the web UI)."""
+        return self._call("create", spec, count, request_id, owner)
+
+    def jobs_of(self, owner: str, status: str | None = None, preset: str | None = None, since: float | None = None,
+                limit: int = 20, cursor: str | None = None) -> dict:
+        """One page of the owner's jobs, newest first: {"jobs": [...], "next_cursor": str or None}."""
+        return self._call("jobs_of", owner, status, preset, since, limit, cursor)
+
+    def cancel(self, job_id: str) -> dict:
+        """{"job": the job's document, "cancelled": whether this call cancelled it (False: it had ended)}."""
+        return self._call("cancel", job_id)
 
     def get(self, job_id: str) -> dict:
         return self._call("get", job_id)

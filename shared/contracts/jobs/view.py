@@ -21,19 +21,22 @@ import time
 
 import redis
 
-from shared.job_states import RANK, TERMINAL  # a document's order is its job's rank
+from shared.job_states import RANK, TERMINAL, JobState  # a document's order is its job's rank
 
 log = logging.getLogger(__name__)
 
 TERMINAL_TTL_SECONDS = 7 * 24 * 3600
 ACTIVE_TTL_SECONDS = 15 * 60
 
-# KEYS[1] the job's hash; ARGV: version, document, ttl, now. Returns 1 when written, 0 when older.
+# KEYS[1] the job's hash, KEYS[2] the waiting line; ARGV: version, document, ttl, now, job id, the job's
+# place in the line (its created_at) while it waits for a generator, else "". Returns 1 when written, 0 when
+# older. The line moves with the document, in the same script: a job's place and its state never disagree.
 _WRITE = """
 local current = redis.call('HGET', KEYS[1], 'v')
 if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2], 'at', ARGV[4])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+if ARGV[6] ~= '' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5]) else redis.call('ZREM', KEYS[2], ARGV[5]) end
 return 1
 """
 
@@ -42,6 +45,22 @@ def version(doc: dict) -> int:
     """A number that grows with every forward step a job's document can take."""
     progress = (doc.get("progress") or {}).get("value") or 0
     return RANK[doc["status"]] * 10**12 + min(int(doc.get("attempts") or 0), 999_999) * 10**6 + min(int(progress), 999_999)
+
+
+def waiting(doc: dict) -> bool:
+    """Whether the job waits in the line for a generator: pending and not reserved by a replica."""
+    return doc["status"] == JobState.PENDING and not doc.get("replica")
+
+
+def queue_position(doc: dict, rank) -> int | None:
+    """The API's `queue_position`: for a pending job its 0-based place among the waiting jobs (`rank` in
+    the line), 0 once a replica has reserved it; None for any other status, or when the line does not
+    know the job (written while Redis was away)."""
+    if doc["status"] != JobState.PENDING:
+        return None
+    if doc.get("replica"):
+        return 0
+    return None if rank is None else int(rank)
 
 
 class JobView:
@@ -57,14 +76,23 @@ class JobView:
     def key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
+    @property
+    def line_key(self) -> str:
+        """The waiting line: a sorted set of the waiting jobs' ids, by created_at (queue_position)."""
+        return f"{self.prefix}:queue"
+
+    def _args(self, doc: dict):
+        ttl = TERMINAL_TTL_SECONDS if doc["status"] in TERMINAL else ACTIVE_TTL_SECONDS
+        place = repr(float(doc["created_at"])) if waiting(doc) and doc.get("created_at") is not None else ""
+        return {"keys": [self.key(doc["id"]), self.line_key],
+                "args": [version(doc), json.dumps(doc, separators=(",", ":")), ttl, time.time(), doc["id"], place]}
+
     def put(self, doc: dict) -> bool:
         """Store `doc` unless a newer version is there already; True when written."""
         if self.client is None:
             return False
-        ttl = TERMINAL_TTL_SECONDS if doc["status"] in TERMINAL else ACTIVE_TTL_SECONDS
         try:
-            return bool(self._write(keys=[self.key(doc["id"])],
-                                    args=[version(doc), json.dumps(doc, separators=(",", ":")), ttl, time.time()]))
+            return bool(self._write(**self._args(doc)))
         except redis.RedisError as exc:
             log.warning("job read model: write of job %s failed: %s", doc.get("id"), exc)
             return False
@@ -75,10 +103,7 @@ class JobView:
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for doc in docs:
-                    ttl = TERMINAL_TTL_SECONDS if doc["status"] in TERMINAL else ACTIVE_TTL_SECONDS
-                    self._write(keys=[self.key(doc["id"])],
-                                args=[version(doc), json.dumps(doc, separators=(",", ":")), ttl, time.time()],
-                                client=pipe)
+                    self._write(**self._args(doc), client=pipe)
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("job read model: write of %d job(s) failed: %s", len(docs), exc)
@@ -93,6 +118,52 @@ class JobView:
             log.warning("job read model: read failed, asking the jobs service: %s", exc)
             return None
         return None if raw is None else json.loads(raw)
+
+    def lookup(self, job_id: str):
+        """(the stored document or None, the job's rank in the waiting line or None): one round trip."""
+        if self.client is None:
+            return None, None
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(self.key(job_id), "doc")
+                pipe.zrank(self.line_key, job_id)
+                raw, rank = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("job read model: read failed, asking the jobs service: %s", exc)
+            return None, None
+        return (None if raw is None else json.loads(raw)), rank
+
+    def ranks(self, job_ids) -> dict:
+        """{job_id: rank in the waiting line, or None}: one round trip."""
+        if self.client is None or not job_ids:
+            return {}
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.zrank(self.line_key, job_id)
+                return dict(zip(job_ids, pipe.execute()))
+        except redis.RedisError as exc:
+            log.warning("job read model: reading the waiting line failed: %s", exc)
+            return {}
+
+    def forget_waiting(self, job_ids) -> None:
+        """Take jobs out of the waiting line (the jobs service's reconciliation: they no longer wait)."""
+        if self.client is None or not job_ids:
+            return
+        try:
+            self.client.zrem(self.line_key, *job_ids)
+        except redis.RedisError as exc:
+            log.warning("job read model: cleaning the waiting line failed: %s", exc)
+
+    def waiting_ids(self, limit: int = 10_000) -> list[str]:
+        """The ids in the waiting line, first in line first (at most `limit`)."""
+        if self.client is None:
+            return []
+        try:
+            return [raw.decode() for raw in self.client.zrange(self.line_key, 0, limit - 1)]
+        except redis.RedisError as exc:
+            log.warning("job read model: reading the waiting line failed: %s", exc)
+            return []
 
     def get_many(self, job_ids) -> dict:
         """{job_id: document} for the ids that are stored."""

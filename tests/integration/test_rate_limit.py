@@ -11,20 +11,10 @@ import redis
 
 from services.gateway.stores import rate_limit
 from services.gateway.app import create_app
-from services.gateway.stores.rate_limit import RateLimiter, parse_limit
+from services.gateway.stores.rate_limit import RateLimiter
 from shared import config
-from tests.unit.fake_probes import FakeProbes
-from tests.unit.test_gateway_http import (
-    AUTH,
-    GOOD_KEY,
-    JOB_ID,
-    JSON,
-    SLUG,
-    FakeKeys,
-    FakeRpc,
-    NoSessions,
-    assert_json_error,
-)
+from tests.fakes import AUTH, GOOD_KEY, JOB_ID, JSON, SLUG, FakeAdmin, FakeKeys, FakeProbes, FakeRpc
+from tests.helpers import assert_json_error
 
 OTHER_KEY = "gz_other-key"
 SETTINGS = config.load({})
@@ -49,7 +39,7 @@ def make_client(tmp_path, prefix, redis_url=SETTINGS.redis_url, **limits):
     settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path / "media")})
     limiter = RateLimiter(redis_url, prefix, **limits)
     rpc = FakeRpc()
-    app = create_app(settings, rpc=rpc, keys=FakeKeys(valid=(GOOD_KEY, OTHER_KEY)), admin=NoSessions(),
+    app = create_app(settings, rpc=rpc, keys=FakeKeys(valid=(GOOD_KEY, OTHER_KEY)), admin=FakeAdmin(),
                      probes=FakeProbes(), limiter=limiter)
     return falcon.testing.TestClient(app), rpc
 
@@ -158,7 +148,7 @@ def test_invalid_keys_from_one_address_are_refused_before_verification(tmp_path,
 def test_blocked_keys_are_not_verified(tmp_path, prefix):
     settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path / "media")})
     keys = FakeKeys()
-    app = create_app(settings, rpc=FakeRpc(), keys=keys, admin=NoSessions(), probes=FakeProbes(),
+    app = create_app(settings, rpc=FakeRpc(), keys=keys, admin=FakeAdmin(), probes=FakeProbes(),
                      limiter=RateLimiter(SETTINGS.redis_url, prefix, auth_failures="1/minute"))
     client = falcon.testing.TestClient(app)
     assert poll(client, "gz_guess-1").status_code == 403
@@ -178,34 +168,6 @@ def test_login_attempts_are_limited_per_address(tmp_path, prefix):
     assert "too many login attempts" in result.text
     assert client.simulate_post("/login", body="password=x", headers=form, remote_addr="10.0.0.3").status_code == 403
     assert client.simulate_get("/login").status_code == 200   # showing the form is not an attempt
-
-
-def test_without_a_limiter_nothing_is_limited(tmp_path):
-    settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path / "media")})
-    client = falcon.testing.TestClient(create_app(settings, rpc=FakeRpc(), keys=FakeKeys(), admin=NoSessions(),
-                                                  probes=FakeProbes()))
-    assert {post(client).status_code for _ in range(70)} == {202}
-
-
-@pytest.mark.parametrize("spec, amount", [("", None), ("0", None), ("off", None), (" 60/minute ", 60),
-                                          ("10 per second", 10), ("1000/hour", 1000)])
-def test_parse_limit(spec, amount):
-    item = parse_limit(spec)
-    assert (item and item.amount) == amount
-
-
-@pytest.mark.parametrize("spec", ["lots", "60/fortnight", "0/minute"])
-def test_bad_limits_are_refused_at_start_up(spec):
-    with pytest.raises(ValueError, match="GAZE_RATE_LIMIT_SUBMIT"):
-        RateLimiter.from_settings(config.load({"GAZE_RATE_LIMIT_SUBMIT": spec}))
-    with pytest.raises(ValueError, match="GAZE_RATE_LIMIT_STRATEGY"):
-        RateLimiter.from_settings(config.load({"GAZE_RATE_LIMIT_STRATEGY": "token-bucket"}))
-
-
-def test_defaults():
-    limiter = RateLimiter.from_settings(config.load({}))
-    assert limiter.items["submit"].amount == 60 and limiter.items["read"] is None
-    assert limiter.items["auth_failures"].amount == 30 and limiter.items["login"].amount == 10
 
 
 @pytest.mark.parametrize("strategy", ["fixed-window", "moving-window", "sliding-window-counter"])

@@ -1,9 +1,8 @@
 """shared.media.S3MediaStore against a real S3-protocol server (moto in server mode, over HTTP): the same
 interface and the same path rules as the local store, keys under the prefix, overwrites, a missing
-bucket or an unreachable server as MediaStoreError; and the settings that choose a store."""
+bucket or an unreachable server as MediaStoreError; the S3 settings, and `gaze init` creating the bucket.
+(The settings' validation and the local store: tests/unit/test_media.py.)"""
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 
@@ -192,15 +191,8 @@ def test_stores_with_the_same_settings_share_one_client(endpoint, bucket):
 
 
 # --------------------------------------------------------------------------------------------------
-# Settings and the factory
+# The settings that choose the S3 store
 # --------------------------------------------------------------------------------------------------
-
-def test_local_is_the_default(tmp_path):
-    settings = config.load({"GAZE_MEDIA_ROOT": str(tmp_path)})
-    assert settings.media_store == "local"
-    store = open_media_store(settings)
-    assert isinstance(store, LocalMediaStore) and store.root == tmp_path.resolve()
-
 
 def test_s3_settings_from_the_environment(endpoint, bucket):
     env = s3_env(endpoint, bucket, prefix="/gaze/media/")
@@ -215,28 +207,6 @@ def test_s3_settings_from_the_environment(endpoint, bucket):
     assert isinstance(store, S3MediaStore)
     store.save(REL, PNG)
     assert all_keys(raw_client(endpoint), bucket) == [f"gaze/media/{REL}"]
-
-
-@pytest.mark.parametrize("env,message", [
-    ({"GAZE_MEDIA_STORE": "ftp"}, "GAZE_MEDIA_STORE"),
-    ({"GAZE_MEDIA_STORE": "s3"}, "GAZE_S3_BUCKET"),
-    ({"GAZE_MEDIA_STORE": "s3", "GAZE_S3_BUCKET": "b", "GAZE_S3_ACCESS_KEY_ID": "k"}, "GAZE_S3_SECRET"),
-    ({"GAZE_S3_SECRET_ACCESS_KEY": "s"}, "GAZE_S3_ACCESS_KEY_ID"),
-])
-def test_bad_settings_are_refused_at_load(env, message):
-    with pytest.raises(ValueError, match=message):
-        config.load(env)
-
-
-def test_media_store_name_is_case_insensitive():
-    assert config.load({"GAZE_MEDIA_STORE": " S3 ", "GAZE_S3_BUCKET": "b"}).media_store == "s3"
-    assert config.load({"GAZE_MEDIA_STORE": ""}).media_store == "local"
-
-
-def test_factory_refuses_an_unknown_store():
-    settings = dataclasses.replace(config.load({}), media_store="ftp")
-    with pytest.raises(ValueError, match="GAZE_MEDIA_STORE"):
-        open_media_store(settings)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,13 +224,6 @@ def test_gaze_init_creates_the_bucket_once(endpoint, tmp_path, capsys):
     ensure_media_store(settings)
     assert "(bucket created)" not in capsys.readouterr().out
     assert not (tmp_path / "media").exists()  # nothing local for the s3 store
-
-
-def test_gaze_init_makes_the_local_directory(tmp_path):
-    from operations.cli import ensure_media_store
-
-    ensure_media_store(config.load({"GAZE_MEDIA_ROOT": str(tmp_path / "media")}))
-    assert (tmp_path / "media").is_dir()
 
 
 def test_gaze_init_waits_only_for_a_store_it_cannot_reach(endpoint, monkeypatch):

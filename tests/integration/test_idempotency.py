@@ -11,14 +11,12 @@ import uuid
 import falcon.testing
 import pytest
 
-from shared.db import open_pool
 from shared.errors import NotFound
 from services.gateway.app import create_app
 from services.gateway.stores.idempotency import IdempotencyStore
 from services.gateway.stores.rpc import ServiceUnavailable
-from tests.unit.fake_probes import FakeProbes
-from tests.unit.test_gateway_http import (AUTH, GOOD_KEY, JSON, SLUG, FakeKeys, FakeRpc, NoSessions,
-                                          assert_json_error)
+from tests.fakes import AUTH, GOOD_KEY, JSON, SLUG, FakeAdmin, FakeKeys, FakeProbes, FakeRpc
+from tests.helpers import assert_json_error
 
 OTHER_KEY = "gz_other-key"
 BODY = {"count": 2, "seed": 7, "extra_positive": "red hat"}
@@ -38,13 +36,6 @@ class SlowRpc(FakeRpc):
         return super().call(service, method, *args)
 
 
-@pytest.fixture(scope="module")
-def pool(settings):
-    pool = open_pool(settings.database_url, max_size=8, name="test-idempotency")
-    yield pool
-    pool.close()
-
-
 @pytest.fixture
 def table(db):
     db.execute("TRUNCATE gateway.idempotency")
@@ -54,7 +45,7 @@ def table(db):
 def make(settings, pool, rpc=None, **store_options):
     rpc = rpc or FakeRpc()
     store = IdempotencyStore(pool, **store_options)
-    app = create_app(settings, rpc=rpc, keys=FakeKeys(valid=(GOOD_KEY, OTHER_KEY)), admin=NoSessions(),
+    app = create_app(settings, rpc=rpc, keys=FakeKeys(valid=(GOOD_KEY, OTHER_KEY)), admin=FakeAdmin(),
                      probes=FakeProbes(), idempotency=store)
     return falcon.testing.TestClient(app), rpc
 
@@ -251,20 +242,3 @@ def test_abandoned_reservation_is_taken_over(settings, pool, table):
     ids = job_ids(post(client, "abandoned"))
     assert job_ids(post(client, "abandoned")) == ids
     assert len(rpc.called("jobs", "create")) == 1
-
-
-def test_no_store_means_the_header_is_only_validated(settings):
-    app = create_app(settings, rpc=FakeRpc(), keys=FakeKeys(), admin=NoSessions(), probes=FakeProbes())
-    client = falcon.testing.TestClient(app)
-    assert job_ids(post(client, "k")) != job_ids(post(client, "k"))
-    assert_json_error(post(client, ""), 400, "Idempotency-Key")
-
-
-def test_a_keyed_request_has_one_create_request_id_for_all_its_retries():
-    from services.gateway.stores.idempotency import fingerprint, request_id
-
-    body = fingerprint("example_01", {"count": 2})
-    assert request_id("gz_a", "key-1", body) == request_id("gz_a", "key-1", body)
-    assert request_id("gz_a", "key-1", body) != request_id("gz_b", "key-1", body)
-    assert request_id("gz_a", "key-1", body) != request_id("gz_a", "key-2", body)
-    assert request_id("gz_a", "key-1", body) != request_id("gz_a", "key-1", fingerprint("example_01", {}))

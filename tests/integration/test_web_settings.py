@@ -1,50 +1,21 @@
-"""The settings page (API keys, over the session's real PostgreSQL) and the queue page (over a fake RPC),
-through the real Falcon app with a fake admin session."""
+"""The settings page (API keys, over the session's real PostgreSQL) through the real Falcon app with a
+logged-in admin (FakeAdmin). (The queue page, over a fake RPC: tests/unit/test_web_queue.py.)"""
 from __future__ import annotations
 
 import dataclasses
 import html
 import re
 
-import falcon.testing
+import falcon
 import pytest
 
-from shared.db import open_pool
 from services.gateway.stores.api_keys import KEY_PREFIX, LOOKUP_CHARS, ApiKeyStore, InvalidKeyName
-from services.gateway.app import create_app
-from tests.unit.fake_probes import FakeProbes
+from tests.fakes import COOKIES, CSRF
+from tests.helpers import admin_get, app_client
 
-CSRF = "t"
-SESSION = {"gaze_session": "valid"}
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 HTML = {"Accept": "text/html"}
 KEY_RE = re.compile(r"gz_[A-Za-z0-9_-]{40,}")
-
-
-class FakeAdmin:
-    def session(self, token):
-        return {"csrf_token": CSRF} if token == "valid" else None
-
-
-class FakeRpc:
-    def __init__(self, jobs=()):
-        self.jobs = list(jobs)
-        self.calls = []
-
-    def call(self, service, method, *args):
-        self.calls.append((service, method, args))
-        if (service, method) == ("jobs", "list"):
-            return self.jobs[: args[0]]
-        if (service, method) == ("jobs", "get_many"):
-            return [j for j in self.jobs if j["id"] in args[0]]
-        raise AssertionError(f"unexpected call {service}.{method}")
-
-
-@pytest.fixture(scope="module")
-def pool(settings):
-    pool = open_pool(settings.database_url, max_size=2, name="test-web-settings")
-    yield pool
-    pool.close()
 
 
 @pytest.fixture
@@ -54,19 +25,9 @@ def keys(pool, db):
 
 
 @pytest.fixture
-def rpc():
-    return FakeRpc()
-
-
-@pytest.fixture
-def client(settings, tmp_path, keys, rpc):
+def client(settings, tmp_path, keys):
     app_settings = dataclasses.replace(settings, media_root=str(tmp_path), public_url="https://gaze.example.org/")
-    return falcon.testing.TestClient(create_app(app_settings, rpc=rpc, keys=keys, admin=FakeAdmin(),
-                                                 probes=FakeProbes()))
-
-
-def get(client, path, **kw):
-    return client.simulate_get(path, cookies=SESSION, headers=HTML, **kw)
+    return app_client(app_settings, keys=keys)
 
 
 def post(client, path, form=None, csrf=CSRF):
@@ -74,7 +35,7 @@ def post(client, path, form=None, csrf=CSRF):
     if csrf is not None:
         fields["csrf_token"] = csrf
     body = "&".join(f"{k}={falcon.uri.encode_value(v)}" for k, v in fields.items())
-    return client.simulate_post(path, body=body, headers={**FORM, **HTML}, cookies=SESSION)
+    return client.simulate_post(path, body=body, headers={**FORM, **HTML}, cookies=COOKIES)
 
 
 def shown_keys(text):
@@ -84,15 +45,6 @@ def shown_keys(text):
 # --------------------------------------------------------------------------------------------------
 # Login and CSRF
 # --------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("path", ["/settings", "/queue", "/settings/api-guide"])
-def test_pages_need_a_login(client, path):
-    result = client.simulate_get(path, headers=HTML)
-    assert result.status_code == 303
-    assert result.headers["location"] == f"/login?next=%2F{path[1:].replace('/', '%2F')}"
-    result = client.simulate_get(path, headers=HTML, cookies={"gaze_session": "stale"})
-    assert result.status_code == 303
-
 
 @pytest.mark.parametrize("path", ["/settings/api-keys/regenerate", "/settings/api-keys", "/settings/api-keys/1/revoke"])
 def test_posts_need_a_login(client, keys, path):
@@ -126,7 +78,7 @@ def test_create_and_revoke_need_the_csrf_token(client, keys):
 
 def test_settings_page_has_the_api_key_section(client, keys):
     keys.ensure()
-    result = get(client, "/settings")
+    result = admin_get(client, "/settings")
     assert result.status_code == 200
     assert result.headers["content-type"].startswith("text/html")
     assert re.search(r"<h2[^>]*>REST API Key</h2>", result.text)
@@ -157,7 +109,7 @@ def test_regenerate_shows_the_new_key_once_and_the_old_one_stops_working(client,
     assert 'data-copy="#new-api-key"' in result.text
     assert "previous key stopped working" in result.text
     # a later visit to the page does not show it again
-    again = get(client, "/settings")
+    again = admin_get(client, "/settings")
     assert new not in again.text
     assert not shown_keys(again.text)
     assert new[:LOOKUP_CHARS] in again.text
@@ -183,7 +135,7 @@ def test_list_shows_prefixes_never_secrets(client, keys):
     ci = keys.create("ci runner")
     old = keys.create("old")
     keys.revoke(next(k["id"] for k in keys.list() if k["name"] == "old"))
-    text = get(client, "/settings").text
+    text = admin_get(client, "/settings").text
     for key in (default, ci, old):
         assert key not in text
         assert key[LOOKUP_CHARS:] not in text
@@ -199,7 +151,7 @@ def test_list_shows_prefixes_never_secrets(client, keys):
 
 
 def test_page_says_when_no_key_is_active(client, keys):
-    text = get(client, "/settings").text
+    text = admin_get(client, "/settings").text
     assert "No active key" in text
 
 
@@ -220,7 +172,7 @@ def test_create_a_named_key(client, keys):
     names = {k["name"]: k for k in keys.list()}
     assert set(names) == {"default", "nightly batch"}
     assert names["nightly batch"]["prefix"] == new[:LOOKUP_CHARS]
-    assert new not in get(client, "/settings").text
+    assert new not in admin_get(client, "/settings").text
 
 
 def test_a_64_character_name_is_fine(client, keys):
@@ -283,7 +235,7 @@ def test_revoke_a_key(client, keys):
     assert result.headers["location"].startswith(f"/settings?revoked={ci_id}")
     assert not keys.verify(ci)
     assert keys.verify(default)
-    page = get(client, f"/settings?revoked={ci_id}").text
+    page = admin_get(client, f"/settings?revoked={ci_id}").text
     assert "was revoked" in page and "ci" in page
     # revoking again is harmless; an unknown key is 404
     assert post(client, f"/settings/api-keys/{ci_id}/revoke").status_code == 303
@@ -293,7 +245,7 @@ def test_revoke_a_key(client, keys):
 
 
 def test_the_revoked_notice_reflects_no_text(client, keys):
-    page = get(client, "/settings?revoked=<b>hi</b>")
+    page = admin_get(client, "/settings?revoked=<b>hi</b>")
     assert page.status_code == 200
     assert "was revoked" not in page.text and "<b>hi</b>" not in page.text
 
@@ -330,84 +282,8 @@ def test_store_create_refuses_bad_names(keys, bad):
     assert keys.list() == []
 
 
-# --------------------------------------------------------------------------------------------------
-# The queue page
-# --------------------------------------------------------------------------------------------------
-
-JOBS = [
-    {"id": "11111111-1111-4111-8111-111111111111", "label": "Preset: Example – preview", "status": "pending",
-     "error": None, "result": None, "preset": "example_01", "attempts": 0, "replica": None, "progress": None,
-     "created_at": 1773601346.5},
-    {"id": "22222222-2222-4222-8222-222222222222", "label": "Preset: Example – preview", "status": "processing",
-     "error": None, "result": None, "preset": "example_01", "attempts": 1, "replica": "gpu-a",
-     "progress": {"value": 7, "max": 28}, "created_at": 1773601340.0},
-    {"id": "33333333-3333-4333-8333-333333333333", "label": "Preset: Second – preview", "status": "done",
-     "error": None, "preset": "second", "attempts": 1, "replica": "gpu-b", "progress": {"value": 28, "max": 28},
-     "result": {"image_url": "/static/uploads/presets/second/gen_1773601300_33.png",
-                "relative_path": "presets/second/gen_1773601300_33.png", "seed": 42},
-     "created_at": 1773601300.0},
-    {"id": "44444444-4444-4444-8444-444444444444", "label": "Preset: Second – preview", "status": "failed",
-     "error": "ComfyUI is unreachable <after 3 attempts>", "result": None, "preset": "second", "attempts": 3,
-     "replica": "gpu-a", "progress": None, "created_at": 1773601200.0},
-]
-
-
-def row(text, job_id):
-    match = re.search(rf'<tr class="job-row" data-job-id="{job_id}".*?</tr>', text, re.S)
-    assert match, job_id
-    return match.group(0)
-
-
-def test_queue_page_lists_the_recent_jobs(client, rpc):
-    rpc.jobs = JOBS
-    result = get(client, "/queue")
-    assert result.status_code == 200
-    assert rpc.calls == [("jobs", "list", (100,))]
-    text = result.text
-    for job in JOBS:
-        r = row(text, job["id"])
-        assert f'data-status="{job["status"]}"' in r
-        assert f'<span class="status status-{job["status"]}">{job["status"]}</span>' in r
-        assert html.escape(job["label"]) in r
-        assert f'href="/presets/{job["preset"]}"' in r
-        assert f'<td data-label="Attempts" class="job-attempts">{job["attempts"]}</td>' in r
-        assert 'class="job-error"' in r and 'class="job-progress"' in r
-    assert "7/28" in row(text, JOBS[1]["id"])
-    assert "gpu-a" in row(text, JOBS[1]["id"])
-    done = row(text, JOBS[2]["id"])
-    assert 'href="/static/uploads/presets/second/gen_1773601300_33.png"' in done
-    assert 'src="/thumbs/256/presets/second/gen_1773601300_33.png"' in done
-    assert "28/28" not in done  # progress only while processing
-    failed = row(text, JOBS[3]["id"])
-    assert "ComfyUI is unreachable &lt;after 3 attempts&gt;" in failed
-    assert "/thumbs/" not in failed
-    assert '<time class="job-created" datetime="2026-03-15T19:02:26Z">2026-03-15 19:02:26 UTC</time>' in row(
-        text, JOBS[0]["id"])
-    # newest first, as the service returns them
-    positions = [text.index(f'data-job-id="{job["id"]}"') for job in JOBS]
-    assert positions == sorted(positions)
-    # the live parts: queue.js on this page only, and a row template for new jobs
-    assert '/assets/queue.js' in text
-    assert '<template id="queue-row-template">' in text
-    assert re.search(r"class=\"muted queue-empty\"\s+hidden", text)
-
-
-def test_queue_page_when_there_are_no_jobs(client, rpc):
-    text = get(client, "/queue").text
-    assert "No jobs yet" in text
-    assert not re.search(r"queue-empty\"\s+hidden", text)
-    assert "/assets/queue.js" in text
-
-
 def test_queue_js_is_served_and_only_on_the_queue_page(client, keys):
     script = client.simulate_get("/assets/queue.js")
     assert script.status_code == 200
     assert "recent=" in script.text
-    assert "/assets/queue.js" not in get(client, "/settings").text
-
-
-def test_api_guide_is_plain_text(client):
-    result = get(client, "/settings/api-guide")
-    assert result.status_code == 200
-    assert result.headers["content-type"].startswith("text/plain")
-    assert "REST API Key" in result.text and "X-API-Key" in result.text
+    assert "/assets/queue.js" not in admin_get(client, "/settings").text

@@ -1,5 +1,8 @@
-"""The whole stack as a user runs it: `gaze up` (supervisord → gunicorn gateway, presets, jobs and two
-generator replicas) on its own port, database, vhost and media directory."""
+"""What a test run stands on: a PostgreSQL database and a RabbitMQ vhost of its own on the machine's
+shared servers (so the suite can run while a dev stack is up on the same machine), and the whole stack as
+a user runs it: `gaze up` (supervisord → gunicorn gateway, presets, jobs and two generator replicas) on
+its own port, database, vhost and media directory. Used by the fixtures of tests/conftest.py and
+tests/integration/conftest.py, and by the e2e, fault and browser tests."""
 import contextlib
 import os
 import re
@@ -11,11 +14,45 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
-import pytest
+import psycopg
 import requests
 
-from tests.conftest import create_database, create_vhost, delete_vhost, drop_database
+from shared.job_states import TERMINAL
+
+ADMIN_DB = os.environ.get("GAZE_TEST_ADMIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BROKER = os.environ.get("GAZE_TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
+
+
+def create_database(prefix="gaze_test"):
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_DB, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name, ADMIN_DB.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(name):
+    with psycopg.connect(ADMIN_DB, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def rabbitmqctl(*args):
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def create_vhost(prefix="gaze_test"):
+    vhost = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    return vhost, f"{BROKER}/{quote(vhost, safe='')}"
+
+
+def delete_vhost(vhost):
+    rabbitmqctl("delete_vhost", vhost)
+
+
+# --- the whole stack --------------------------------------------------------------------------------
 
 GAZE = str(Path(sys.executable).parent / "gaze")
 STARTUP_SECONDS = 90
@@ -47,7 +84,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.get(f"/api/v1/job/{job_id}").json()
-            if job["status"] in ("done", "failed"):
+            if job["status"] in TERMINAL:
                 return job
             time.sleep(0.1)
         raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
@@ -120,7 +157,17 @@ def running_stack(workdir: Path, generators: int = 2, **extra_env):
         delete_vhost(vhost)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("stack")) as running:
-        yield running
+def generator_pids(supervisor_pid):
+    """{replica name: pid} of the generator replicas supervisord runs."""
+    children = subprocess.run(["pgrep", "-P", str(supervisor_pid)], capture_output=True, text=True).stdout.split()
+    pids = {}
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                env = dict(item.split(b"=", 1) for item in handle.read().split(b"\0") if b"=" in item)
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"generator" in cmdline and b"GAZE_REPLICA_NAME" in env:
+            pids[env[b"GAZE_REPLICA_NAME"].decode()] = int(pid)
+    return pids

@@ -9,43 +9,18 @@ import os
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
-import falcon.testing
 import pytest
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
-from shared import config
 from shared.media import S3MediaStore, s3_client
 from services.gateway.web import thumbnails
-from services.gateway.app import create_app
 from services.gateway.web.render import thumb_url
+from tests.fakes import FakeKeys, FakeRpc
+from tests.helpers import ESCAPES, app_client, gateway_settings, metric_value, png
 from tests.s3_server import REGION, ACCESS_KEY, SECRET_KEY, raw_client, s3_env, unique_bucket
-from tests.unit.fake_probes import FakeProbes
-from tests.unit.test_gateway_http import ESCAPES
 
 REL = "presets/example_01/gen_1773601346_abc.png"
 URL = f"/static/uploads/{REL}"
-
-
-class Nobody:
-    def session(self, token):
-        return None
-
-    def verify(self, key):
-        return False
-
-
-class NoRpc:
-    def call(self, *args):
-        raise AssertionError("images and thumbnails never call a service")
-
-
-def png(width=640, height=320, color=(200, 30, 30)):
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(out, "PNG")
-    return out.getvalue()
-
-
 
 
 @pytest.fixture
@@ -57,7 +32,8 @@ def media_root(tmp_path):
 
 @pytest.fixture
 def settings(endpoint, bucket, media_root):
-    return config.load({"GAZE_MEDIA_ROOT": str(media_root), **s3_env(endpoint, bucket, prefix="gaze/media")})
+    """The gateway's settings for the bucket (not the session's: no database here)."""
+    return gateway_settings(media_root, s3_env(endpoint, bucket, prefix="gaze/media"))
 
 
 @pytest.fixture
@@ -66,14 +42,20 @@ def store(settings):
                         region=REGION, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY)
 
 
-def make_client(settings):
-    return falcon.testing.TestClient(create_app(settings, rpc=NoRpc(), keys=Nobody(), admin=Nobody(),
-                                                probes=FakeProbes()))
+@pytest.fixture
+def rpc():
+    rpc = FakeRpc()
+    yield rpc
+    assert rpc.calls == [], "images and thumbnails never call a service"
+
+
+def make_client(settings, rpc):
+    return app_client(settings, rpc=rpc, keys=FakeKeys(valid=()))
 
 
 @pytest.fixture
-def client(settings):
-    return make_client(settings)
+def client(settings, rpc):
+    return make_client(settings, rpc)
 
 
 def assert_json_404(result):
@@ -195,9 +177,8 @@ def test_image_needs_no_key_but_the_api_does(client, store):
     assert client.simulate_get("/api/v1/presets").status_code == 401
 
 
-def test_an_unreachable_store_is_503_not_500(media_root):
-    settings = config.load({"GAZE_MEDIA_ROOT": str(media_root), **s3_env("http://127.0.0.1:9", "gaze-nowhere")})
-    client = make_client(settings)
+def test_an_unreachable_store_is_503_not_500(media_root, rpc):
+    client = make_client(gateway_settings(media_root, s3_env("http://127.0.0.1:9", "gaze-nowhere")), rpc)
     for path in (URL, thumb_url(REL, 256)):
         result = client.simulate_get(path)
         assert result.status_code == 503, (path, result.status)
@@ -207,9 +188,9 @@ def test_an_unreachable_store_is_503_not_500(media_root):
     s3_client.cache_clear()
 
 
-def test_a_missing_bucket_is_503_for_an_image(endpoint, media_root):
-    settings = config.load({"GAZE_MEDIA_ROOT": str(media_root), **s3_env(endpoint, unique_bucket())})
-    assert make_client(settings).simulate_get(URL).status_code == 503
+def test_a_missing_bucket_is_503_for_an_image(endpoint, media_root, rpc):
+    settings = gateway_settings(media_root, s3_env(endpoint, unique_bucket()))
+    assert make_client(settings, rpc).simulate_get(URL).status_code == 503
 
 
 def test_metrics_label_the_route_like_the_static_route(client, store):
@@ -217,12 +198,9 @@ def test_metrics_label_the_route_like_the_static_route(client, store):
     client.simulate_get(URL)
     client.simulate_get("/static/uploads/presets/x/missing.png")
     text = client.simulate_get("/metrics").text
-    samples = {(s.name, frozenset(s.labels.items())): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
     for status in ("200", "404"):
-        key = ("gaze_http_requests_total",
-               frozenset({"method": "GET", "route": "/static/uploads/{path}", "status": status}.items()))
-        assert samples.get(key) == 1, status
+        assert metric_value(text, "gaze_http_requests_total", method="GET", route="/static/uploads/{path}",
+                            status=status) == 1, status
     assert "gen_1773601346_abc" not in text
 
 

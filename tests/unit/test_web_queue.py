@@ -1,0 +1,104 @@
+"""The queue page over a fake jobs service (FakeRpc), and the login every admin page asks for, through the
+real Falcon app. (The settings page and its API keys, over PostgreSQL: tests/integration/test_web_settings.py.)"""
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from tests.fakes import FakeRpc
+from tests.helpers import admin_get, app_client, gateway_settings
+
+HTML = {"Accept": "text/html"}
+
+
+@pytest.fixture
+def rpc():
+    return FakeRpc(jobs=())
+
+
+@pytest.fixture
+def client(tmp_path, rpc):
+    return app_client(gateway_settings(tmp_path), rpc=rpc)
+
+
+@pytest.mark.parametrize("path", ["/settings", "/queue", "/settings/api-guide"])
+def test_pages_need_a_login(client, path):
+    result = client.simulate_get(path, headers=HTML)
+    assert result.status_code == 303
+    assert result.headers["location"] == f"/login?next=%2F{path[1:].replace('/', '%2F')}"
+    result = client.simulate_get(path, headers=HTML, cookies={"gaze_session": "stale"})
+    assert result.status_code == 303
+
+
+def test_api_guide_is_plain_text(client):
+    result = admin_get(client, "/settings/api-guide")
+    assert result.status_code == 200
+    assert result.headers["content-type"].startswith("text/plain")
+    assert "REST API Key" in result.text and "X-API-Key" in result.text
+
+
+JOBS = [
+    {"id": "11111111-1111-4111-8111-111111111111", "label": "Preset: Example – preview", "status": "pending",
+     "error": None, "result": None, "preset": "example_01", "attempts": 0, "replica": None, "progress": None,
+     "created_at": 1773601346.5},
+    {"id": "22222222-2222-4222-8222-222222222222", "label": "Preset: Example – preview", "status": "processing",
+     "error": None, "result": None, "preset": "example_01", "attempts": 1, "replica": "gpu-a",
+     "progress": {"value": 7, "max": 28}, "created_at": 1773601340.0},
+    {"id": "33333333-3333-4333-8333-333333333333", "label": "Preset: Second – preview", "status": "done",
+     "error": None, "preset": "second", "attempts": 1, "replica": "gpu-b", "progress": {"value": 28, "max": 28},
+     "result": {"image_url": "/static/uploads/presets/second/gen_1773601300_33.png",
+                "relative_path": "presets/second/gen_1773601300_33.png", "seed": 42},
+     "created_at": 1773601300.0},
+    {"id": "44444444-4444-4444-8444-444444444444", "label": "Preset: Second – preview", "status": "failed",
+     "error": "ComfyUI is unreachable <after 3 attempts>", "result": None, "preset": "second", "attempts": 3,
+     "replica": "gpu-a", "progress": None, "created_at": 1773601200.0},
+]
+
+
+def row(text, job_id):
+    match = re.search(rf'<tr class="job-row" data-job-id="{job_id}".*?</tr>', text, re.S)
+    assert match, job_id
+    return match.group(0)
+
+
+def test_queue_page_lists_the_recent_jobs(client, rpc):
+    rpc.jobs = {job["id"]: job for job in JOBS}   # newest first, as jobs.list answers
+    result = admin_get(client, "/queue")
+    assert result.status_code == 200
+    assert rpc.calls == [("jobs", "list", (100,))]
+    text = result.text
+    for job in JOBS:
+        r = row(text, job["id"])
+        assert f'data-status="{job["status"]}"' in r
+        assert f'<span class="status status-{job["status"]}">{job["status"]}</span>' in r
+        assert html.escape(job["label"]) in r
+        assert f'href="/presets/{job["preset"]}"' in r
+        assert f'<td data-label="Attempts" class="job-attempts">{job["attempts"]}</td>' in r
+        assert 'class="job-error"' in r and 'class="job-progress"' in r
+    assert "7/28" in row(text, JOBS[1]["id"])
+    assert "gpu-a" in row(text, JOBS[1]["id"])
+    done = row(text, JOBS[2]["id"])
+    assert 'href="/static/uploads/presets/second/gen_1773601300_33.png"' in done
+    assert 'src="/thumbs/256/presets/second/gen_1773601300_33.png"' in done
+    assert "28/28" not in done  # progress only while processing
+    failed = row(text, JOBS[3]["id"])
+    assert "ComfyUI is unreachable &lt;after 3 attempts&gt;" in failed
+    assert "/thumbs/" not in failed
+    assert '<time class="job-created" datetime="2026-03-15T19:02:26Z">2026-03-15 19:02:26 UTC</time>' in row(
+        text, JOBS[0]["id"])
+    # newest first, as the service returns them
+    positions = [text.index(f'data-job-id="{job["id"]}"') for job in JOBS]
+    assert positions == sorted(positions)
+    # the live parts: queue.js on this page only, and a row template for new jobs
+    assert '/assets/queue.js' in text
+    assert '<template id="queue-row-template">' in text
+    assert re.search(r"class=\"muted queue-empty\"\s+hidden", text)
+
+
+def test_queue_page_when_there_are_no_jobs(client, rpc):
+    text = admin_get(client, "/queue").text
+    assert "No jobs yet" in text
+    assert not re.search(r"queue-empty\"\s+hidden", text)
+    assert "/assets/queue.js" in text
