@@ -9,7 +9,7 @@ Needs wrk (`make bench-tools`, or `apt-get install -y wrk`), PostgreSQL and Rabb
 
 What it does, in order:
 
-1. Starts an isolated stack, the way tests/e2e/conftest.py does: its own database, RabbitMQ vhost,
+1. Starts an isolated stack, the way tests/stack.py does: its own database, RabbitMQ vhost,
    port, media and run directories, so a dev stack on the same machine is never touched. The processes
    are the ones `gaze up` supervises, started one by one so the generator can be stopped on its own:
    the gateway (gunicorn with services/gateway/gunicorn_conf.py, as in deploy/supervisord.conf), the
@@ -200,7 +200,7 @@ def main():
     if not shutil.which("wrk"):
         raise SystemExit(WRK_MISSING)
     settings = config.load()
-    args.gunicorn = (f"gthread, {settings.gateway_workers} workers × {settings.gateway_threads} threads, "
+    args.gunicorn = (f"uvicorn workers + a2wsgi, {settings.gateway_workers} workers × {settings.gateway_threads} threads, "
                      "services/gateway/gunicorn_conf.py")
     machine = machine_description()
     log(f"machine: {machine['nproc']} cores, {machine['cpu_model']}, {machine['memory_gib']} GiB; "

@@ -1,5 +1,5 @@
 """An isolated GAZE stack for the benchmarks: its own database, RabbitMQ vhost, port, Redis prefix,
-media and run directories (as tests/e2e/conftest.py makes for the e2e tests), so a dev stack on the same
+media and run directories (as tests/stack.py makes for the e2e tests), so a dev stack on the same
 machine is never touched; plus the machine's description and per-process CPU accounting.
 
 The processes are the ones `gaze up` supervises, started one by one so generators can be started and
@@ -35,7 +35,7 @@ from shared import config  # noqa: E402  (plain settings module: no eventlet, no
 BIN = Path(sys.executable).parent
 GAZE = BIN / "gaze"
 GUNICORN = BIN / "gunicorn"
-GATEWAY_APP = "services.gateway.wsgi:app"
+GATEWAY_APP = "services.gateway.asgi:app"
 GUNICORN_CONF = "python:services.gateway.gunicorn_conf"
 PRESET = "example_01"
 

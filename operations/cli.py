@@ -94,6 +94,26 @@ def cmd_generator_health(args):
     raise SystemExit(0 if good else 1)
 
 
+def cmd_webhook_secret(args):
+    """Print an API key name's webhook signing secret (made on first need) as the last line; --rotate makes
+    a new one first (the old one keeps signing beside it for 24 h)."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    from shared import config
+    from shared.contracts import ClusterTransport
+    from shared.contracts.webhooks import WebhooksClient
+
+    settings = config.load()
+    with ClusterRpcProxy({"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=settings.rpc_timeout) as proxy:
+        webhooks = WebhooksClient(ClusterTransport(proxy))
+        answer = webhooks.rotate_secret(args.key) if args.rotate else webhooks.secret(args.key)
+    if args.rotate:
+        print(f"New webhook secret for API key {args.key!r}; the previous one also signs for 24 h.", file=sys.stderr)
+    else:
+        print(f"Webhook secret for API key {args.key!r} (deliveries of its jobs are signed with it):", file=sys.stderr)
+    print(answer["secret"])
+
+
 def cmd_service(args):
     from operations.runner import run
 
@@ -195,15 +215,20 @@ def main(argv=None):
     admin.add_argument("password", nargs="?", help="the new password (default: generate and print one)")
     health = sub.add_parser("generator-health", help="list generator replicas; exit 1 when none is healthy")
     health.add_argument("--replica", help="check only this replica")
+    secret = sub.add_parser("webhook-secret", help="print an API key's webhook signing secret (last line)")
+    secret.add_argument("--key", default="default", help="the API key's name (default: default)")
+    secret.add_argument("--rotate", action="store_true",
+                        help="make a new secret first; the old one keeps signing beside it for 24 h")
     service = sub.add_parser("service", help="run one nameko service in the foreground")
     service.add_argument("name", choices=NAMEKO_SERVICES)
-    up = sub.add_parser("up", help="run the whole stack (gateway, presets, jobs, generators) until Ctrl-C")
+    up = sub.add_parser("up", help="run the whole stack (gateway, presets, jobs, webhooks, generators) until Ctrl-C")
     # GENERATORS, not a GAZE_ setting: the stack's shape, the variable docker compose's deploy.replicas reads too
     up.add_argument("--generators", type=int, default=int(os.environ.get("GENERATORS", "1")),
                     help="generator replicas (default: $GENERATORS or 1)")
     args = parser.parse_args(argv)
     {"migrate": cmd_migrate, "init": cmd_init, "api-key": cmd_api_key, "admin-password": cmd_admin_password,
-     "generator-health": cmd_generator_health, "service": cmd_service, "up": cmd_up}[args.command](args)
+     "generator-health": cmd_generator_health, "webhook-secret": cmd_webhook_secret, "service": cmd_service,
+     "up": cmd_up}[args.command](args)
 
 
 if __name__ == "__main__":

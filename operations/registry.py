@@ -30,6 +30,7 @@ SERVICES = {service.name: service for service in (
     Service("presets", "services.presets.service", "PresetsService", migrates=True),
     Service("jobs", "services.jobs.service", "JobsService", migrates=True),
     Service("generator", "services.generator.service", "GeneratorService", migrates=False),
+    Service("webhooks", "services.webhooks.service", "WebhooksService", migrates=True),
 )}
 NAMEKO_SERVICES = tuple(name for name, service in SERVICES.items() if service.module)
 MIGRATING_SERVICES = tuple(name for name, service in SERVICES.items() if service.migrates)

@@ -44,6 +44,18 @@ def key_prefix(raw: str, default):
     return raw.strip("/")
 
 
+def flag(raw, default):
+    """On or off: 1, true, yes or on (any case) mean on; anything else, off."""
+    return raw if isinstance(raw, bool) else raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def seconds_list(raw, default):
+    """Comma-separated seconds, e.g. "1, 5, 30"."""
+    if not isinstance(raw, str):
+        return list(raw)
+    return [float(item) for item in raw.split(",") if item.strip()] or list(default)
+
+
 def setting(default=None, *, parse=None, aliases=(), default_factory=None, **kwargs):
     """A field of a settings dataclass whose environment variable is GAZE_<NAME>; `parse(raw, default)`
     turns a set value into the field's value (default: by the field's type), `aliases` are older names
@@ -130,6 +142,15 @@ class Settings:
     # killed and replaced. Fits a 1024² SDXL job on a slow GPU including a checkpoint load from disk.
     worker_stall_seconds: float = 180.0
     generator_health_bind: str = setting("", parse=stripped)  # e.g. 0.0.0.0:8790: the replica's own health endpoint; "" = none
+    # webhooks (services/webhooks): the waits before each retry of a delivery that got no 2xx answer (1 s,
+    # 5 s, 30 s, then backing off to about an hour in all); after the last one the delivery is failed
+    webhook_retry_schedule: list = setting(default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0, 1200.0, 1800.0],
+                                           parse=seconds_list)
+    webhook_timeout_seconds: float = 10.0   # a receiver that has not answered by then failed this attempt
+    webhook_poll_seconds: float = 1.0       # how often the webhooks service looks for deliveries that are due
+    webhook_concurrency: int = 50           # deliveries in flight at once per webhooks service process
+    # 1 = webhooks may target loopback, private, link-local and metadata addresses (tests, a LAN receiver)
+    webhook_allow_private: bool = setting(False, parse=flag)
 
     def nameko_config(self, **overrides) -> dict:
         """The container config a nameko service runs with; DependencyProviders read from it."""
@@ -189,6 +210,11 @@ def _checked(settings: Settings) -> Settings:
         raise ValueError("GAZE_JOB_TIMEOUT_SECONDS and GAZE_WORKER_STALL_SECONDS must be positive")
     if settings.generator_prefetch < 1:
         raise ValueError("GAZE_GENERATOR_PREFETCH must be at least 1")
+    if not settings.webhook_retry_schedule or min(settings.webhook_retry_schedule) < 0:
+        raise ValueError("GAZE_WEBHOOK_RETRY_SCHEDULE must list at least one wait of 0 seconds or more")
+    if settings.webhook_timeout_seconds <= 0 or settings.webhook_poll_seconds <= 0 or settings.webhook_concurrency < 1:
+        raise ValueError("GAZE_WEBHOOK_TIMEOUT_SECONDS, GAZE_WEBHOOK_POLL_SECONDS and GAZE_WEBHOOK_CONCURRENCY"
+                         " must be positive")
     if settings.media_store not in ("local", "s3"):
         raise ValueError(f"GAZE_MEDIA_STORE must be local or s3, not {settings.media_store!r}")
     if settings.media_store == "s3" and not settings.s3_bucket:

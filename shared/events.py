@@ -116,6 +116,23 @@ class JobCancelled(BaseModel):
     at: float = Field(default_factory=_now)
 
 
+# Published by the jobs service after it commits a transition of a job that has a webhook: it started
+# (processing), or ended (done, failed, cancelled). The webhooks service consumes them from its own durable
+# queue, declared by the publisher too (as the work queue is), so that no announcement made before the
+# webhooks service ever ran is dropped by an exchange without a queue.
+JOB_STATUS_CHANGED = "job_status_changed"
+JOBS_EVENTS_EXCHANGE = Exchange(f"{JOBS_SOURCE}.events", type="topic", durable=True)   # as nameko declares it
+WEBHOOKS_QUEUE = Queue("gaze.webhooks", exchange=JOBS_EVENTS_EXCHANGE, routing_key=JOB_STATUS_CHANGED, durable=True)
+
+
+class JobStatusChanged(BaseModel):
+    job: dict                                 # the job document as GET /api/v1/job/<id> shows it
+    owner: Optional[str]                      # the API key's name whose secret signs the deliveries
+    webhook: str
+    webhook_events: list[str]                 # which of shared/contracts/webhooks.py's EVENTS to deliver
+    at: float = Field(default_factory=_now)
+
+
 class ClaimResult(BaseModel):
     """What `jobs.claim` answers a generator: run the job (with this attempt number) or skip it."""
 

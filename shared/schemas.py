@@ -8,7 +8,10 @@ from typing import Annotated, Literal, Optional
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE, WithJsonSchema
 
-from shared.job_states import STATES
+from shared.contracts.webhooks import DEFAULT_EVENTS as DEFAULT_WEBHOOK_EVENTS
+from shared.contracts.webhooks import EVENTS as WEBHOOK_EVENTS
+from shared.contracts.webhooks import MAX_URL_CHARS, url_problem
+from shared.job_states import STATES, TERMINAL
 
 MAX_COUNT = 20          # the guide's contract: 1–20 images per request
 MAX_SEED = 2**63 - 1  # stored as Postgres bigint; ComfyUI accepts up to 2**64-1, so every value fits
@@ -25,6 +28,8 @@ DIMENSION_STEP = 8
 # max_dimension): validation reads it from the validation context, the published schema from the settings.
 PROMPT_FIELDS = ("extra_positive", "extra_negative")
 DIMENSION_FIELDS = ("width", "height")
+# GenerateRequest's fields that say what to do with the jobs, not how to generate them
+NOT_OVERRIDES = {"count", "webhook", "webhook_events_filter"}
 
 
 def _checkpoint_path(value: str) -> str:
@@ -36,6 +41,19 @@ def _checkpoint_path(value: str) -> str:
 # The pattern is published in the JSON schema but checked by the validator, whose message a user can act on.
 CheckpointPath = Annotated[str, AfterValidator(_checkpoint_path),
                            WithJsonSchema({"type": "string", "pattern": CHECKPOINT_RE.pattern})]
+
+
+def _storable_text(value: str) -> str:
+    # PostgreSQL's text cannot hold NUL, and UTF-8 cannot carry an unpaired surrogate ("\ud800" in JSON):
+    # refused here, naming the field, rather than failing in the database (a 500). Never stripped: the
+    # text is part of what reproduces an image.
+    if "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("must not contain NUL (\\u0000) or unpaired surrogate (\\ud800-\\udfff) characters")
+    return value
+
+
+# Any free text a client sends that is stored or passed on as text.
+StoredText = Annotated[str, AfterValidator(_storable_text)]
 
 
 class FieldError(ValueError):
@@ -63,12 +81,28 @@ class GenerateRequest(BaseModel):
     checkpoint: Optional[CheckpointPath] = Field(
         None, title="Checkpoint",
         description='A checkpoint path to use instead of the preset\'s, e.g. "Illustrious/model.safetensors"')
-    extra_positive: str = Field("", title="Extra positive", description="Appended to the preset's prompt")
-    extra_negative: str = Field("", title="Extra negative", description="Appended to the preset's negative prompt")
+    extra_positive: StoredText = Field("", title="Extra positive", description="Appended to the preset's prompt")
+    extra_negative: StoredText = Field("", title="Extra negative", description="Appended to the preset's negative prompt")
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, title="Seed",
-                                description="Fixed seed for a reproducible image; else random")
+                                description="Fixed seed for a reproducible image (with count > 1, the i-th job"
+                                            " of the batch gets seed + i); else random")
     width: Optional[int] = Field(None, title="Width", description="Output width in pixels; give the height too")
     height: Optional[int] = Field(None, title="Height", description="Output height in pixels; give the width too")
+    # additions beyond the guide (docs/gaze-rest-api-guide.md, "Additions"); not generation settings, so
+    # neither in `overrides` nor on the web UI's Generate form (services/gateway/web/presets.py)
+    webhook: Optional[StoredText] = Field(None, max_length=MAX_URL_CHARS, title="Webhook", description=(
+        "An http(s) URL that is sent each job's events (Standard Webhooks, signed with the API key's secret)"))
+    webhook_events_filter: list[Literal[WEBHOOK_EVENTS]] = Field(
+        list(DEFAULT_WEBHOOK_EVENTS), title="Webhook events",
+        description="Which events of each job the webhook is sent")
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value):
+        problem = None if value is None else url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator(*PROMPT_FIELDS)
     @classmethod
@@ -97,9 +131,20 @@ class GenerateRequest(BaseModel):
             raise FieldError(missing, "width and height must be given together")
         return self
 
+    @model_validator(mode="after")
+    def _batch_seeds_fit(self):
+        # job i of a batch gets seed + i (AUTOMATIC1111's convention): the last one must still be a seed
+        if self.seed is not None and self.seed + self.count - 1 > MAX_SEED:
+            raise FieldError("seed", f"with count {self.count}, seed + count - 1 must be at most {MAX_SEED}")
+        return self
+
+    def webhook_events(self) -> list[str]:
+        """The filter without repeats, in EVENTS' order."""
+        return [event for event in WEBHOOK_EVENTS if event in self.webhook_events_filter]
+
     def overrides(self) -> dict:
-        """The fields the caller actually set, minus `count` (which is not part of a spec)."""
-        return self.model_dump(exclude_unset=True, exclude={"count"})
+        """The fields the caller actually set, minus those that are not part of a spec."""
+        return self.model_dump(exclude_unset=True, exclude=NOT_OVERRIDES)
 
 
 def generate_request_schema(settings, ref_template: str = DEFAULT_REF_TEMPLATE) -> dict:
@@ -180,9 +225,9 @@ class PresetFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: str = Field(pattern=SLUG_RE.pattern)
-    name: str = Field(min_length=1, max_length=200)
-    prompt: str = Field("", max_length=4000)
-    negative: str = Field("", max_length=4000)
+    name: StoredText = Field(min_length=1, max_length=200)
+    prompt: StoredText = Field("", max_length=4000)
+    negative: StoredText = Field("", max_length=4000)
     checkpoint: CheckpointPath
     width: int = Field(1024, ge=64, le=8192, multiple_of=8)
     height: int = Field(1024, ge=64, le=8192, multiple_of=8)
@@ -231,6 +276,13 @@ class Result(BaseModel):
     seed: int
 
 
+class Progress(BaseModel):
+    """Steps done of the job's steps."""
+
+    value: int
+    max: int
+
+
 class Job(BaseModel):
     """GET /api/v1/job/{job_id}: `result` only when the job is done."""
 
@@ -239,6 +291,31 @@ class Job(BaseModel):
     status: Literal[STATES]
     error: Optional[str]
     result: Optional[Result]
+    # additions beyond the guide (docs/gaze-rest-api-guide.md, "Additions")
+    queue_position: Optional[int] = Field(None, ge=0, description=(
+        "While pending: the 0-based place among the jobs waiting for a generator (0 once reserved); else null"))
+    progress: Optional[Progress] = None
+
+
+class JobPage(BaseModel):
+    """GET /api/v1/jobs: the calling key's jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    jobs: list[Job]
+    next_cursor: Optional[str]
+
+
+class Cancelled(BaseModel):
+    """POST /api/v1/job/{job_id}/cancel: the job is cancelled."""
+
+    id: str = Field(pattern=UUID_PATTERN)
+    status: Literal["cancelled"]
+
+
+class AlreadyEnded(BaseModel):
+    """POST /api/v1/job/{job_id}/cancel of a job that had ended: nothing changed."""
+
+    error: str
+    status: Literal[tuple(sorted(TERMINAL))]
 
 
 class Error(BaseModel):

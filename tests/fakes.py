@@ -104,6 +104,13 @@ class FakeRpc:
     def jobs_list(self, limit=50):
         return list(self.jobs.values())[:limit]
 
+    # --- webhooks (the settings page) -----------------------------------------------------------------
+    def webhooks_secret(self, key_name):
+        return {"key_name": key_name, "secret": "whsec_" + "A" * 32, "created_at": 0.0, "previous_valid_until": None}
+
+    def webhooks_deliveries(self, key_name=None, limit=50):
+        return []
+
 
 class FakeKeys:
     """The API key store (services.gateway.stores.api_keys.ApiKeyStore) as the auth middleware sees it:
@@ -130,8 +137,14 @@ class FakeAdmin:
     session cookie in COOKIES is a logged-in admin whose CSRF token is CSRF; any other cookie, or none, is
     nobody. (The API tests never send the cookie: for them nobody is logged in.)"""
 
+    def __init__(self):
+        self.closed = []   # session tokens ended by a logout
+
     def session(self, token):
-        return {"csrf_token": CSRF} if token == COOKIES["gaze_session"] else None
+        return {"csrf_token": CSRF} if token == COOKIES["gaze_session"] and token not in self.closed else None
+
+    def close_session(self, token):
+        self.closed.append(token)
 
 
 # --- the operations endpoints' view of the broker, database and work queue --------------------------

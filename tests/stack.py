@@ -171,3 +171,21 @@ def generator_pids(supervisor_pid):
         if b"generator" in cmdline and b"GAZE_REPLICA_NAME" in env:
             pids[env[b"GAZE_REPLICA_NAME"].decode()] = int(pid)
     return pids
+
+
+def scripted_stack(workdir: Path, generators: int = 1):
+    """A stack whose backend obeys the prompt (tests/backends.py: "slow:<s>", "hang", ...)."""
+    return running_stack(workdir, generators=generators, GAZE_BACKEND="tests.backends:ScriptedBackend")
+
+
+@contextlib.contextmanager
+def another_api_key(stack: Stack):
+    """A second API key (a name of its own) on `stack`, made straight in its database."""
+    from services.gateway.stores.api_keys import ApiKeyStore
+    from shared.db import open_pool
+
+    pool = open_pool(stack.env["GAZE_DATABASE_URL"], max_size=1, name="test")
+    try:
+        yield ApiKeyStore(pool).create(f"other-{uuid.uuid4().hex[:6]}")
+    finally:
+        pool.close()

@@ -1,4 +1,4 @@
-"""The gateway's Falcon app factory: gunicorn serves `services.gateway.wsgi:app`, tests build their own."""
+"""The gateway's Falcon app factory: gunicorn serves it (services.gateway.asgi:app wraps wsgi.py's), tests build their own."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +14,8 @@ from services.gateway.ops.health import HealthResource, Readiness, ReadinessReso
 from services.gateway.ops.metrics import GatewayMetrics, MetricsResource
 from services.gateway.api.media import StoreMediaRoute
 from services.gateway.stores.preset_lookup import PresetLookup
-from services.gateway.api.resources import (GenerateResource, JobCancelResource, JobResource, JobsResource,
-                                            PresetsResource)
+from services.gateway.api.resources import (GenerateResource, JobCancelResource, JobEventsResource, JobResource,
+                                            JobsResource, KeyEventsResource, PresetsResource)
 from services.gateway.web import routes as web_routes
 from services.gateway.web.render import ASSETS_PREFIX, error_page
 from services.gateway.web.session import SessionAuth
@@ -43,16 +43,20 @@ def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None,
     errors.register(app, render_page=error_page)
     # operations endpoints: no API key, no session (see README "Observability")
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadinessResource(Readiness(probes, settings.status_interval_seconds)))
+    app.add_route("/readyz", ReadinessResource(Readiness(probes, settings.status_interval_seconds),
+                                                settings.metrics_token))
     app.add_route("/metrics", MetricsResource(metrics, settings.metrics_token))
     presets = PresetLookup(rpc, preset_view)
     app.add_route("/api/v1/openapi.json", OpenApiResource(settings))
     app.add_route("/api/v1/presets", PresetsResource(presets))
-    app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings, presets, idempotency))
     jobs = JobLookup(rpc, view)
+    app.add_route("/api/v1/generate/{slug}", GenerateResource(rpc, settings, presets, idempotency, jobs))
     app.add_route("/api/v1/job/{job_id}", JobResource(jobs))
     app.add_route("/api/v1/job/{job_id}/cancel", JobCancelResource(jobs))
     app.add_route("/api/v1/jobs", JobsResource(jobs))
+    # the event streams open here and go on in the asyncio side (services/gateway/hold/app.py)
+    app.add_route("/api/v1/job/{job_id}/events", JobEventsResource(jobs))
+    app.add_route("/api/v1/events", KeyEventsResource())
     media_root = Path(settings.media_root)
     media_root.mkdir(parents=True, exist_ok=True)  # the local store, or (s3) the gateway's thumbnail cache
     media = open_media_store(settings, pool_size=settings.gateway_threads)

@@ -1,26 +1,27 @@
 """gunicorn settings for the gateway, from the same environment as everything else."""
 import os
-import re
 import traceback
 from pathlib import Path
 
 from gunicorn import glogging
 
 from shared import logs
+from services.gateway import access_log
 from shared.config import load as _load_settings
 
 _settings = _load_settings()
 
 bind = _settings.bind
 workers = _settings.gateway_workers
-worker_class = "gthread"
+# uvicorn workers: requests that wait or stream hold a coroutine, not a thread; all others run in the WSGI
+# app on GAZE_GATEWAY_THREADS threads per worker, as under gthread before (services/gateway/hold/)
+worker_class = "services.gateway.hold.worker.GatewayWorker"
 threads = _settings.gateway_threads
 # Each worker builds its own database pool and RPC proxies after the fork.
 preload_app = False
 accesslog = "-"
 # The access log must never carry a key given as ?api_key=: log the path without the query string.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
-_JOB_PATH = re.compile(r"^/api/v1/job/([^/]+)/?$")
 
 
 class GunicornLogger(glogging.Logger):
@@ -40,12 +41,7 @@ class GunicornLogger(glogging.Logger):
         if not self.access_log_enabled:
             return
         atoms = self.atoms(resp, req, environ, request_time)
-        path, status = atoms["U"] or "", str(atoms["s"])
-        fields = {"method": atoms["m"], "path": path, "status": int(status) if status.isdigit() else status,
-                  "bytes": atoms["B"], "duration_ms": atoms["M"], "remote": atoms["h"]}
-        match = _JOB_PATH.match(path)
-        if match:
-            fields["job_id"] = match.group(1)
+        fields = access_log.fields(atoms["m"], atoms["U"] or "", atoms["s"], atoms["B"], atoms["M"], atoms["h"])
         try:
             self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms), extra=fields)
         except Exception:  # noqa: BLE001 - as gunicorn's own access(): a bad line must not fail the request

@@ -9,6 +9,7 @@ import uuid
 import falcon
 from pydantic import ValidationError
 
+from shared.contracts.webhooks import target_problem
 from shared.job_states import STATES
 from shared.schemas import SLUG_RE, GenerateRequest, first_error
 from services.gateway.errors import ApiError
@@ -29,7 +30,10 @@ def _unique_keys(pairs):
 def strict_json_loads(text):
     """json.loads that refuses NaN and Infinity, which are not JSON although Python accepts them, and
     objects that repeat a key."""
-    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:   # nested deeper than the parser's recursion allows: bad input, not a bug
+        raise ValueError("JSON nested too deeply") from None
 
 
 def read_json_object(req, limit: int) -> dict:
@@ -65,6 +69,18 @@ def generate_request(data: dict, settings) -> GenerateRequest:
         raise ApiError(falcon.HTTP_400, f"{field}: {message}", field) from None
 
 
+def webhook_target(url: str | None, settings) -> str | None:
+    """A webhook URL we will deliver to, or a 400 naming `webhook`: the URL's form is the model's check;
+    here its host must resolve, and not to a loopback, private, link-local or metadata address (unless
+    GAZE_WEBHOOK_ALLOW_PRIVATE). The webhooks service checks again before every attempt."""
+    if url is None:
+        return None
+    problem = target_problem(url, settings.webhook_allow_private)
+    if problem is not None:
+        raise ApiError(falcon.HTTP_400, f"webhook: {problem}", "webhook")
+    return url
+
+
 def preset_slug(slug: str) -> str:
     if not SLUG_RE.match(slug):
         raise ApiError(falcon.HTTP_404, f"preset not found: {slug}", "slug")
@@ -92,6 +108,7 @@ def job_id(value: str) -> str:
 
 
 JOBS_PAGE_DEFAULT, JOBS_PAGE_MAX = 20, 100
+SINCE_LIMIT = 1e11   # Unix seconds (year 5138): beyond it a `since` is a mistake, not a time
 CURSOR_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
@@ -114,7 +131,7 @@ def jobs_query(params: dict) -> dict:
             since = float(since)
         except ValueError:
             raise ApiError(falcon.HTTP_400, "since: must be a Unix time in seconds", "since") from None
-        if not math.isfinite(since) or not 0 <= since < 1e11:
+        if not math.isfinite(since) or not 0 <= since < SINCE_LIMIT:
             raise ApiError(falcon.HTTP_400, "since: must be a Unix time in seconds", "since")
     if limit is None:
         limit = JOBS_PAGE_DEFAULT

@@ -1,4 +1,4 @@
-"""The WSGI entry point gunicorn loads in each worker (after the fork: preload is off)."""
+"""The WSGI app each gateway worker builds (after the fork: preload is off); asgi.py serves it."""
 from shared import config, logs
 from shared.db import open_pool
 from shared.contracts.jobs.view import JobView
@@ -15,13 +15,15 @@ settings = config.load()
 logs.configure("gateway", settings)
 _pool = open_pool(settings.database_url, max_size=settings.gateway_threads, name="gateway",
                   timeout=settings.db_timeout)
+rpc = RpcPool(settings.amqp_uri, settings.rpc_timeout, size=settings.gateway_threads)
+view = JobView(settings.redis_url, settings.redis_prefix)
 app = create_app(
     settings,
-    rpc=RpcPool(settings.amqp_uri, settings.rpc_timeout, size=settings.gateway_threads),
+    rpc=rpc,
     keys=ApiKeyStore(_pool, settings.redis_url, settings.redis_prefix),
     admin=AdminStore(_pool),
     probes=Probes.from_settings(settings, _pool),
-    view=JobView(settings.redis_url, settings.redis_prefix),
+    view=view,
     preset_view=PresetView(settings.redis_url, settings.redis_prefix),
     idempotency=IdempotencyStore.from_settings(_pool, settings),
     limiter=RateLimiter.from_settings(settings),

@@ -64,6 +64,7 @@ class JobCancelledByClient(Exception):
 
 
 CLIENT_CANCEL = "cancelled by its client"
+CANCELS_REMEMBERED = 1000    # the latest clients' cancels a replica remembers (every replica hears every one)
 
 
 class WorkerStartFailed(Exception):
@@ -107,6 +108,7 @@ class WorkerSupervisor:
         self.on_state = on_state
         self.state, self.detail = "starting", "starting the worker process"
         self.tickets: dict[str, Ticket] = {}
+        self.cancelled_by_client: dict[str, None] = {}   # the latest clients' cancels, oldest first
         self.waiting: list[Ticket] = []        # accepted while no worker was ready
         self.current: Incarnation | None = None
         self.incarnations = 0
@@ -204,7 +206,10 @@ class WorkerSupervisor:
         starts it (the job turns `processing` then, not when it is queued) and publish_progress(value,
         max) at most every PROGRESS_INTERVAL, both from this green thread; when on_started() answers
         False or raises, the job is cancelled in the worker and its result discarded. Returns (image,
-        backend seconds); raises BackendError (the job's failure), JobTimedOut or WorkerLost."""
+        backend seconds); raises BackendError (the job's failure), JobTimedOut, WorkerLost or
+        JobCancelledByClient (also at once, for a job whose client's cancel was heard just before)."""
+        if job_id in self.cancelled_by_client:
+            raise JobCancelledByClient(job_id)
         ticket = Ticket(job_id, spec.model_dump())
         self.tickets[job_id] = ticket
         if self.current is not None and self.current.ready and self.current.kill_reason is None:
@@ -253,6 +258,12 @@ class WorkerSupervisor:
             self._update_state()
 
     def cancel(self, job_id: str, reason: str):
+        if reason == CLIENT_CANCEL:
+            # remembered for a while: the cancel may come between the job's claim and this replica's
+            # run(), and the job must not then take the GPU for its whole length
+            self.cancelled_by_client[job_id] = None
+            while len(self.cancelled_by_client) > CANCELS_REMEMBERED:
+                self.cancelled_by_client.pop(next(iter(self.cancelled_by_client)))
         ticket = self.tickets.get(job_id)
         if ticket is None or ticket.cancel_reason is not None:
             return

@@ -13,11 +13,12 @@ from pydantic import ValidationError
 
 from shared import events
 from shared.config import from_nameko
+from shared.contracts.webhooks import EVENT_OF_STATUS, EVENTS as WEBHOOK_EVENTS
 from shared.errors import EXPECTED, InvalidField, NotFound
 from shared.job_states import STATES, JobState
 from services.jobs.read_model import JobViewWriter
 from shared.media import MediaStore, MediaStoreError, image_url
-from shared.schemas import MAX_COUNT, GenerationSpec
+from shared.schemas import MAX_COUNT, MAX_SEED, GenerationSpec
 from shared.timers import configured_timer
 from services.jobs.store import JobStore
 
@@ -53,22 +54,28 @@ class JobsService:
     view = JobViewWriter()   # the read model the gateway answers polls from: written after every commit
     config = Config()
     publish_work = Publisher(exchange=events.WORK_EXCHANGE, declare=[events.WORK_QUEUE])
-    dispatch = EventDispatcher()   # job_cancelled, for the generator replicas (and any subscriber)
+    # job_cancelled, for the generator replicas; job_status_changed, for the webhooks service
+    dispatch = EventDispatcher(declare=[events.WEBHOOKS_QUEUE])
     media = MediaStore()           # to delete the image of a job cancelled while it was being stored
 
     # --- RPC ------------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED)
-    def create(self, spec, count, request_id=None, owner=None):
+    def create(self, spec, count, request_id=None, owner=None, webhook=None, webhook_events=None):
         """Write `count` pending jobs in one transaction, then hand each to the work queue. A `request_id`
         (a UUID from the gateway) makes a repeated delivery of the same request answer with the jobs the
         first one created, instead of creating them again. `owner`: the name of the API key that asked
-        (None: the web UI); `jobs_of` lists a key's jobs."""
+        (None: the web UI); `jobs_of` lists a key's jobs. `webhook`: a URL (checked by the gateway) that
+        the webhooks service sends the jobs' `webhook_events` (see `_announce`)."""
         spec = GenerationSpec.model_validate(spec)
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
             raise InvalidField("count", "out of range")
         jobs = []
-        for _ in range(count):
-            job_spec = spec.model_copy(update={"seed": spec.seed if spec.seed is not None else new_seed()})
+        if spec.seed is not None and spec.seed + count - 1 > MAX_SEED:
+            raise InvalidField("seed", f"with count {count}, seed + count - 1 must be at most {MAX_SEED}")
+        for index in range(count):
+            # job i of a batch gets seed + i: a batch with a seed is `count` different, reproducible images
+            seed = spec.seed + index if spec.seed is not None else new_seed()
+            job_spec = spec.model_copy(update={"seed": seed})
             jobs.append({"id": str(uuid.uuid4()), "preset_slug": spec.preset_slug, "label": spec.label(),
                          "spec": job_spec.model_dump(), "seed": job_spec.seed})
         if request_id is not None:
@@ -78,7 +85,13 @@ class JobsService:
                 raise InvalidField("request_id", "not a UUID") from None
         if owner is not None and not isinstance(owner, str):
             raise InvalidField("owner", "not a string")
-        rows, created = self.store.create(jobs, request_id, owner)
+        if webhook is not None and not isinstance(webhook, str):
+            raise InvalidField("webhook", "not a string")
+        if webhook_events is not None and (not isinstance(webhook_events, list)
+                                           or not set(webhook_events) <= set(WEBHOOK_EVENTS)):
+            raise InvalidField("webhook_events", f"must be a list of {', '.join(WEBHOOK_EVENTS)}")
+        rows, created = self.store.create(jobs, request_id, owner, webhook,
+                                          None if webhook is None else list(webhook_events or ()))
         if not created:   # already handed over (or the outbox sweep will): answer with the same jobs
             log.info("create request %s seen before: answering with its %d job(s)", request_id, len(rows))
             return [row["id"] for row in rows]
@@ -122,6 +135,7 @@ class JobsService:
             return {"job": _public(row), "cancelled": False}
         self._project(row)
         self.dispatch(events.JOB_CANCELLED, events.JobCancelled(job_id=row["id"], was=was).model_dump())
+        self._announce(row)
         log.info("job %s: cancelled (was %s)", row["id"], was, extra={"job_id": row["id"]})
         return {"job": _public(row), "cancelled": True}
 
@@ -142,6 +156,8 @@ class JobsService:
         run, attempt, reason, row = self.store.claim(job_id, replica, redelivered,
                                                      from_nameko(self.config).max_attempts)
         self._project(row)
+        if row is not None and row["status"] == JobState.FAILED:   # too many attempts
+            self._announce(row)
         return events.ClaimResult(run=run, attempt=attempt, reason=reason).model_dump()
 
     # --- generator events -------------------------------------------------------------------------
@@ -150,7 +166,9 @@ class JobsService:
         event = _parse(events.JobStarted, payload)
         if event is None:
             return
-        self._project(self.store.started(event.job_id, event.replica, event.attempt))
+        row = self.store.started(event.job_id, event.replica, event.attempt)
+        self._project(row)
+        self._announce(row)
 
     @job_event(events.JOB_PROGRESS)
     def on_progress(self, payload):
@@ -167,7 +185,10 @@ class JobsService:
         result = {"image_url": image_url(event.relative_path), "relative_path": event.relative_path,
                   "seed": event.seed, "width": event.width, "height": event.height,
                   "generation_seconds": event.generation_seconds}
-        if not self._project(self.store.completed(event.job_id, event.replica, result)):
+        row = self.store.completed(event.job_id, event.replica, result)
+        projected = self._project(row)   # first: a receiver that asks for the job finds it ended
+        self._announce(row)
+        if not projected:
             log.info("job %s: completion ignored, job already finished", event.job_id,
                      extra={"job_id": event.job_id, "replica": event.replica})
             if self._status(event.job_id) == JobState.CANCELLED:
@@ -178,7 +199,10 @@ class JobsService:
         event = _parse(events.JobFailed, payload)
         if event is None:
             return
-        if not self._project(self.store.failed(event.job_id, event.replica, event.error)):
+        row = self.store.failed(event.job_id, event.replica, event.error)
+        projected = self._project(row)   # first: a receiver that asks for the job finds it ended
+        self._announce(row)
+        if not projected:
             log.info("job %s: failure ignored, job already finished", event.job_id,
                      extra={"job_id": event.job_id, "replica": event.replica})
 
@@ -236,6 +260,33 @@ class JobsService:
                 self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
             else:
                 log.warning("job %s: failed: %s", row["id"], row["error"], extra={"job_id": row["id"]})
+                self._announce(row)
+
+    # --- webhooks ---------------------------------------------------------------------------------
+    def _announce(self, row):
+        """Tell the webhooks service (job_status_changed, on its durable queue) that a job with a webhook
+        started or ended, after the transition is committed; then note it as announced. A process that
+        dies in between leaves it unannounced: `reannounce` sends it later (an announcement may so arrive
+        twice; the webhooks service keeps one delivery per job and event)."""
+        if row is None or row["webhook"] is None or row["status"] not in EVENT_OF_STATUS:
+            return
+        self.dispatch(events.JOB_STATUS_CHANGED, events.JobStatusChanged(
+            job=_public(row), owner=row["owner"], webhook=row["webhook"],
+            webhook_events=row["webhook_events"] or []).model_dump())
+        try:
+            self.store.mark_announced(row["id"], row["status"])
+        except psycopg.Error as exc:
+            log.warning("job %s: announced %s but could not note it (database: %s); it may be announced again",
+                        row["id"], row["status"], exc, extra={"job_id": row["id"]})
+
+    @configured_timer("dispatch_sweep_seconds")
+    def reannounce(self):
+        """Announce the transitions committed but never announced (see `_announce`)."""
+        grace = from_nameko(self.config).dispatch_sweep_seconds
+        for row in self.store.unannounced(older_than_seconds=grace):
+            log.warning("job %s: announcing %s to the webhooks service again", row["id"], row["status"],
+                        extra={"job_id": row["id"]})
+            self._announce(row)
 
     def _status(self, job_id):
         try:

@@ -12,13 +12,13 @@ from shared.errors import NotFound
 from shared.job_states import ACTIVE, STATES, TERMINAL, sql_list
 
 VIEW = """id::text AS id, preset_slug, label, spec, seed, status, error, result, attempts, replica,
-          progress_value, progress_max, owner,
+          progress_value, progress_max, owner, webhook, webhook_events, announced_status,
           extract(epoch FROM created_at) AS created_at, extract(epoch FROM started_at) AS started_at,
           extract(epoch FROM finished_at) AS finished_at"""
 
 
 VIEW_COLUMNS = ("id, preset_slug, label, spec, seed, status, error, result, attempts, replica, progress_value,"
-                " progress_max, owner, created_at, started_at, finished_at")
+                " progress_max, owner, webhook, webhook_events, announced_status, created_at, started_at, finished_at")
 
 STATUSES = STATES
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -41,18 +41,20 @@ class JobRepository:
     def __init__(self, pool):
         self.pool = pool
 
-    def create(self, jobs: list[dict], request_id=None, owner=None) -> tuple[list[dict], bool]:
+    def create(self, jobs: list[dict], request_id=None, owner=None, webhook=None,
+               webhook_events=None) -> tuple[list[dict], bool]:
         """Insert all jobs of one request in a single transaction; returns (each row (VIEW), created). With
         a `request_id` seen in the last 24 h nothing is inserted: the rows that request created come back,
-        with created False. `owner`: the name of the API key that asked (None: the web UI)."""
+        with created False. `owner`: the name of the API key that asked (None: the web UI); `webhook` and
+        `webhook_events`: where the jobs' transitions are to be delivered, and which."""
         # one statement, one round trip, however many jobs: the first work order goes out sooner
         # The batch's jobs are created a microsecond apart, in the order their work orders are published:
         # newest-first lists and the read model's waiting line (ordered by created_at) then agree with the
         # work queue's order, which a shared timestamp would leave to the ids' chance.
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, now() + %s * interval '1 microsecond')"] * len(jobs))
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, now() + %s * interval '1 microsecond')"] * len(jobs))
         params = [value for index, job in enumerate(jobs)
                   for value in (job["id"], job["preset_slug"], job["label"], Jsonb(job["spec"]), job["seed"], owner,
-                                index)]
+                                webhook, webhook_events, index)]
         with self.pool.connection() as conn, conn.transaction():
             if request_id is not None:
                 first = conn.execute(
@@ -67,7 +69,8 @@ class JobRepository:
                                         (earlier,)).fetchall()
                     by_id = {row["id"]: row for row in rows}
                     return [by_id[job_id] for job_id in earlier if job_id in by_id], False
-            rows = conn.execute(f"INSERT INTO jobs.jobs (id, preset_slug, label, spec, seed, owner, created_at)"
+            rows = conn.execute(f"INSERT INTO jobs.jobs (id, preset_slug, label, spec, seed, owner, webhook,"
+                                f" webhook_events, created_at)"
                                 f" VALUES {values}"
                                 f" RETURNING {VIEW}", params).fetchall()
         by_id = {row["id"]: row for row in rows}
@@ -136,6 +139,23 @@ class JobRepository:
                 "UPDATE jobs.jobs SET status = 'cancelled', finished_at = now(), error = NULL"
                 f" WHERE id = %s RETURNING {VIEW}", (job_id,)).fetchone()
             return row, before["status"]
+
+    def mark_announced(self, job_id, status) -> None:
+        """The webhooks service was told that the job reached `status` (if it still has it)."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE jobs.jobs SET announced_status = status WHERE id = %s AND status = %s",
+                         (parse_job_id(job_id), status))
+
+    def unannounced(self, older_than_seconds: float, limit: int = 500) -> list[dict]:
+        """Jobs with a webhook whose latest transition (started or ended) was committed more than
+        `older_than_seconds` ago and never announced: the process died between the commit and the event."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                f"SELECT {VIEW} FROM jobs.jobs"
+                " WHERE webhook IS NOT NULL AND status <> 'pending' AND announced_status IS DISTINCT FROM status"
+                " AND coalesce(finished_at, started_at, created_at) < now() - make_interval(secs => %s)"
+                " ORDER BY coalesce(finished_at, started_at, created_at) LIMIT %s",
+                (older_than_seconds, limit)).fetchall()
 
     def not_waiting(self, job_ids) -> list[str]:
         """The ids among `job_ids` of jobs that no longer wait for a generator (reserved, started, ended,

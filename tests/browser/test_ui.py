@@ -179,3 +179,22 @@ def test_queue_shows_live_status_and_works_at_phone_width(stack, browser):
     expect(row).to_have_attribute("data-status", "done", timeout=30000)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375 + 1   # no sideways scrolling
     context.close()
+
+
+def test_a_waiting_job_is_cancelled_from_the_queue_page(stack, page):
+    # 60 large jobs: the last waits behind the others for several seconds on the preview backend
+    ids = [job["job_id"] for _ in range(3) for job in stack.post(
+        "/api/v1/generate/example_01", json={"count": 20, "width": 1024, "height": 1024}).json()["jobs"]]
+    last = ids[-1]
+    try:
+        page.goto(stack.url + "/queue")
+        row = page.locator(f"tr[data-job-id='{last}']")
+        expect(row).to_have_attribute("data-status", "pending", timeout=10000)
+        expect(row.locator(".job-progress")).to_contain_text("ahead")   # its place in line
+        row.locator("[data-cancel]").click()
+        expect(row).to_have_attribute("data-status", "cancelled", timeout=10000)
+        expect(row.locator("[data-cancel]")).to_be_hidden()
+        assert stack.get(f"/api/v1/job/{last}").json()["status"] == "cancelled"
+    finally:
+        for job_id in ids:
+            stack.post(f"/api/v1/job/{job_id}/cancel")

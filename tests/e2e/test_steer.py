@@ -9,9 +9,7 @@ import uuid
 
 import pytest
 
-from services.gateway.stores.api_keys import ApiKeyStore
-from shared.db import open_pool
-from tests.stack import running_stack
+from tests.stack import another_api_key, scripted_stack
 
 pytestmark = pytest.mark.e2e
 SMALL = {"width": 64, "height": 64}
@@ -20,19 +18,14 @@ ENDED = ("done", "failed", "cancelled")
 
 @pytest.fixture(scope="module")
 def steer(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("steer"), generators=1,
-                       GAZE_BACKEND="tests.backends:ScriptedBackend") as running:
+    with scripted_stack(tmp_path_factory.mktemp("steer")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def other_key(steer):
-    """A second API key (another name) on the same stack."""
-    pool = open_pool(steer.env["GAZE_DATABASE_URL"], max_size=1, name="test")
-    try:
-        yield ApiKeyStore(pool).create(f"other-{uuid.uuid4().hex[:6]}")
-    finally:
-        pool.close()
+    with another_api_key(steer) as key:
+        yield key
 
 
 def submit(stack, count=1, extra="", key=None):
@@ -189,3 +182,13 @@ def test_bad_list_queries_get_a_400_naming_the_parameter(steer, query, field):
     response = steer.get("/api/v1/jobs", params=query)
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
+
+
+def test_a_batch_with_a_seed_gives_job_i_the_seed_plus_i(steer):
+    response = steer.post("/api/v1/generate/example_01", json={"count": 3, "seed": 7, **SMALL})
+    assert response.status_code == 202, response.text
+    ids = [job["job_id"] for job in response.json()["jobs"]]
+    done = [wait_for(steer, job_id, lambda d: d["status"] in ENDED, what="end") for job_id in ids]
+    assert [doc["result"]["seed"] for doc in done] == [7, 8, 9]
+    refused = steer.post("/api/v1/generate/example_01", json={"count": 3, "seed": 2**63 - 2})
+    assert refused.status_code == 400 and refused.json()["field"] == "seed"

@@ -47,13 +47,13 @@ def test_create_writes_pending_rows_and_one_persistent_work_order_per_job(jobs, 
     assert len(seeds) == 3, "each job gets its own random seed"
 
 
-def test_create_with_a_given_seed_uses_it_for_every_job(jobs, db, work_queue):
+def test_create_with_a_given_seed_gives_job_i_the_seed_plus_i(jobs, db, work_queue):
     ids = jobs.create(make_spec(seed=1234567), 2)
 
     orders = [events.WorkOrder.model_validate(m.payload) for m in work_queue.take(2)]
-    assert {o.job_id for o in orders} == set(ids)
-    assert [o.spec.seed for o in orders] == [1234567, 1234567]
-    assert {job_row(db, job_id)["seed"] for job_id in ids} == {1234567}
+    assert [o.job_id for o in orders] == ids
+    assert [o.spec.seed for o in orders] == [1234567, 1234568]
+    assert [job_row(db, job_id)["seed"] for job_id in ids] == [1234567, 1234568]
 
 
 def test_create_rejects_a_count_out_of_range_and_writes_nothing(jobs, db, work_queue):

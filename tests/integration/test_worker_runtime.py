@@ -23,7 +23,8 @@ from nameko.testing.services import worker_factory
 from services.generator import supervisor as supervisor_module
 from services.generator.backends import BackendError
 from services.generator.service import GeneratorService
-from services.generator.supervisor import JobTimedOut, WorkerLost, WorkerStartFailed, WorkerSupervisor
+from services.generator.supervisor import (CLIENT_CANCEL, JobCancelledByClient, JobTimedOut, WorkerLost,
+                                          WorkerStartFailed, WorkerSupervisor)
 from shared import config, events, logs
 from shared.schemas import GenerationSpec
 from tests.helpers import make_spec, wait_until
@@ -248,3 +249,21 @@ def test_a_backend_failure_is_the_jobs_error_and_the_worker_stays(start_supervis
     with pytest.raises(BackendError):
         supervisor.run(str(uuid.uuid4()), spec(width=0), lambda v, m: None)
     assert supervisor.restarts == 0
+
+
+def test_a_clients_cancel_stops_a_running_job_at_once_and_one_heard_before_its_run_refuses_it(start_supervisor):
+    supervisor, _ = start_supervisor()
+    running = str(uuid.uuid4())
+    began = time.monotonic()
+    eventlet.spawn_after(1.0, supervisor.cancel, running, CLIENT_CANCEL)
+    with pytest.raises(JobCancelledByClient):
+        supervisor.run(running, spec(prompt="slow:30"), lambda value, maximum: None)
+    assert time.monotonic() - began < 6
+    # the cancel came between the job's claim and its run: the job never takes the worker
+    early = str(uuid.uuid4())
+    supervisor.cancel(early, CLIENT_CANCEL)
+    began = time.monotonic()
+    with pytest.raises(JobCancelledByClient):
+        supervisor.run(early, spec(prompt="slow:30"), lambda value, maximum: None)
+    assert time.monotonic() - began < 0.5
+    assert supervisor.restarts == 0 and run(supervisor)[0].png.startswith(b"\x89PNG")

@@ -61,6 +61,7 @@ BAD_BODIES = [
     ("seed-numeric-string", {"seed": "42"}, "seed"),
     ("seed-float", {"seed": 1.5}, "seed"),
     ("seed-bool", {"seed": False}, "seed"),
+    ("seed-batch-past-the-largest", {"seed": 2**63 - 2, "count": 3}, "seed"),   # job i gets seed + i
     # width/height pairing
     ("width-without-height", {"width": 512}, "height"),
     ("height-without-width", {"height": 512}, "width"),
@@ -122,7 +123,26 @@ BAD_RAW = [
     ("bare-NaN", b"NaN"),
     ("invalid-utf8", b'{"extra_positive": "\xff\xfe"}'),
     ("duplicate-key", b'{"count": 1, "count": 20}'),
+    ("nested-past-the-parsers-recursion", b"[" * 30_000 + b"]" * 30_000),   # within the 64 KiB limit
+    ("object-nested-past-the-parsers-recursion", b'{"a": ' * 5_000 + b"1" + b"}" * 5_000),
 ]
+
+
+# Text PostgreSQL cannot store (NUL) or UTF-8 cannot carry (an unpaired surrogate), in every free-text field
+UNSTORABLE = [
+    pytest.param(field, raw, id=f"{field}-{name}")
+    for field in ("extra_positive", "extra_negative", "webhook")
+    for name, raw in (("nul", "\\u0000"), ("nul-inside", "a\\u0000b"), ("lone-high-surrogate", "\\ud800"),
+                      ("lone-low-surrogate", "x\\udfff"))
+]
+
+
+@pytest.mark.parametrize("field, escaped", UNSTORABLE)
+def test_text_that_cannot_be_stored_is_400_naming_the_field(client, rpc, field, escaped):
+    value = f"https://example.com/{escaped}" if field == "webhook" else escaped
+    result = post_generate(client, raw=f'{{"{field}": "{value}"}}'.encode())
+    assert_json_error(result, 400, field)
+    assert rpc.calls == []
 
 
 @pytest.mark.parametrize("raw", [pytest.param(r, id=i) for i, r in BAD_RAW])

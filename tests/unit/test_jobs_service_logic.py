@@ -15,7 +15,7 @@ from services.jobs.service import JobsService
 from shared import config, events
 from shared.errors import InvalidField, NotFound
 from shared.media import MediaStoreError
-from shared.schemas import MAX_COUNT
+from shared.schemas import MAX_COUNT, MAX_SEED
 from tests.helpers import REPLICA, completed, failed, make_spec, started
 
 SETTINGS = config.load({"GAZE_MAX_ATTEMPTS": "3", "GAZE_STUCK_JOB_SECONDS": "60",
@@ -32,12 +32,13 @@ def row(job_id=None, status="pending", **changes):
     fields = {"id": job_id or str(uuid.uuid4()), "label": "Preset: Example – preview", "status": status,
               "error": None, "result": None, "preset_slug": "example_01", "attempts": 0, "replica": None,
               "progress_value": None, "progress_max": None, "created_at": decimal.Decimal("1700000000.25"),
-              "started_at": None, "finished_at": None, "spec": make_spec(seed=1), "created_us": 1700000000250000}
+              "started_at": None, "finished_at": None, "spec": make_spec(seed=1), "created_us": 1700000000250000,
+              "owner": None, "webhook": None, "webhook_events": None, "announced_status": None}
     fields.update(changes)
     return fields
 
 
-def created_rows(jobs, request_id=None, owner=None):
+def created_rows(jobs, request_id=None, owner=None, webhook=None, webhook_events=None):
     """What store.create answers for new jobs: their rows, and that it created them."""
     return [row(job["id"]) for job in jobs], True
 
@@ -63,7 +64,7 @@ def test_create_writes_the_jobs_then_queues_each_then_writes_the_read_model_then
 
     jobs = service.store.create.call_args.args[0]
     assert [job["id"] for job in jobs] == ids and len(set(ids)) == 3
-    assert all(job["seed"] == job["spec"]["seed"] == 42 for job in jobs), "a given seed is every job's seed"
+    assert [(job["seed"], job["spec"]["seed"]) for job in jobs] == [(42, 42), (43, 43), (44, 44)], "job i: seed + i"
     assert {(job["preset_slug"], job["label"]) for job in jobs} == {("example_01", "Preset: Example – preview")}
     orders = [events.WorkOrder.model_validate(c.args[0]) for c in service.publish_work.call_args_list]
     assert [order.job_id for order in orders] == ids
@@ -83,7 +84,15 @@ def test_without_a_seed_each_job_draws_its_own(service):
     assert [job["spec"]["seed"] for job in jobs] == seeds
 
 
-@pytest.mark.parametrize("count", [0, MAX_COUNT + 1, -1, "3", 2.0])
+def test_a_batch_whose_last_seed_would_pass_the_largest_refuses_seed(service):
+    with pytest.raises(InvalidField) as caught:
+        service.create(make_spec(seed=MAX_SEED - 1), 3)
+    assert caught.value.field == "seed"
+    service.store.create.assert_not_called()
+    service.publish_work.assert_not_called()
+
+
+@pytest.mark.parametrize("count", [0, MAX_COUNT + 1, -1, "3", 2.0, True])
 def test_a_count_out_of_range_writes_and_queues_nothing(service, count):
     with pytest.raises(InvalidField) as caught:
         service.create(make_spec(), count)

@@ -24,6 +24,15 @@ def make_client(tmp_path, probes=None, rpc=None, env=None):
     return client, probes
 
 
+OPS_TOKEN = "ops-token"
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
+
+
+def readiness_client(tmp_path, probes=None, env=None):
+    """A gateway whose /readyz details are readable with OPS (GAZE_METRICS_TOKEN)."""
+    return make_client(tmp_path, probes=probes, env={"GAZE_METRICS_TOKEN": OPS_TOKEN, **(env or {})})
+
+
 # --- /healthz ----------------------------------------------------------------------------------------
 
 def test_healthz_is_ok_without_a_key_and_without_touching_anything(tmp_path):
@@ -38,8 +47,8 @@ def test_healthz_is_ok_without_a_key_and_without_touching_anything(tmp_path):
 # --- /readyz -----------------------------------------------------------------------------------------
 
 def test_readyz_ready_when_broker_database_and_a_fresh_healthy_generator_answer(tmp_path):
-    client, probes = make_client(tmp_path)
-    result = client.simulate_get("/readyz")
+    client, probes = readiness_client(tmp_path)
+    result = client.simulate_get("/readyz", headers=OPS)
     assert result.status_code == 200, result.text
     body = result.json
     assert body["status"] == "ready"
@@ -69,17 +78,17 @@ def assert_not_ready(result, failing):
     (ValueError("something odd"), "ValueError: something odd"),
 ])
 def test_readyz_names_the_broker_when_the_rpc_round_trip_fails(tmp_path, error, detail):
-    client, _ = make_client(tmp_path, probes=FakeProbes(raises={("jobs", "replicas"): error}))
+    client, _ = readiness_client(tmp_path, probes=FakeProbes(raises={("jobs", "replicas"): error}))
     # the generators cannot be judged without the jobs service: they fail too, and say why
-    checks = assert_not_ready(client.simulate_get("/readyz"), failing={"broker", "generators"})
+    checks = assert_not_ready(client.simulate_get("/readyz", headers=OPS), failing={"broker", "generators"})
     assert detail in checks["broker"]["detail"]
     assert "jobs service" in checks["generators"]["detail"]
 
 
 def test_readyz_names_the_database(tmp_path):
     probes = FakeProbes(database_error=PoolTimeout("couldn't get a connection after 2.00 sec"))
-    client, _ = make_client(tmp_path, probes=probes)
-    checks = assert_not_ready(client.simulate_get("/readyz"), failing={"database"})
+    client, _ = readiness_client(tmp_path, probes=probes)
+    checks = assert_not_ready(client.simulate_get("/readyz", headers=OPS), failing={"database"})
     assert "PoolTimeout: couldn't get a connection" in checks["database"]["detail"]
 
 
@@ -90,17 +99,17 @@ def test_readyz_names_the_database(tmp_path):
     ([{**REPLICAS[0], "age_seconds": 31.0}], "within 30 s"),  # 3 × the 10 s interval set below
 ])
 def test_readyz_names_the_generators_without_a_fresh_healthy_replica(tmp_path, replicas, detail):
-    client, _ = make_client(tmp_path, probes=FakeProbes(answers={("jobs", "replicas"): replicas}),
+    client, _ = readiness_client(tmp_path, probes=FakeProbes(answers={("jobs", "replicas"): replicas}),
                             env={"GAZE_STATUS_INTERVAL_SECONDS": "10"})
-    checks = assert_not_ready(client.simulate_get("/readyz"), failing={"generators"})
+    checks = assert_not_ready(client.simulate_get("/readyz", headers=OPS), failing={"generators"})
     assert detail in checks["generators"]["detail"]
 
 
 def test_readyz_accepts_a_replica_heard_from_within_three_intervals(tmp_path):
     replicas = [{**REPLICAS[0], "age_seconds": 29.0}]
-    client, _ = make_client(tmp_path, probes=FakeProbes(answers={("jobs", "replicas"): replicas}),
+    client, _ = readiness_client(tmp_path, probes=FakeProbes(answers={("jobs", "replicas"): replicas}),
                             env={"GAZE_STATUS_INTERVAL_SECONDS": "10"})
-    assert client.simulate_get("/readyz").status_code == 200
+    assert client.simulate_get("/readyz", headers=OPS).status_code == 200
 
 
 class HangingProbes(FakeProbes):
@@ -120,10 +129,10 @@ class HangingProbes(FakeProbes):
 
 def test_readyz_is_bounded_in_time_when_a_dependency_hangs(tmp_path):
     probes = HangingProbes()
-    client, _ = make_client(tmp_path, probes=probes)
+    client, _ = readiness_client(tmp_path, probes=probes)
     started = time.monotonic()
     try:
-        result = client.simulate_get("/readyz")
+        result = client.simulate_get("/readyz", headers=OPS)
     finally:
         probes.release.set()
     elapsed = time.monotonic() - started
@@ -136,6 +145,24 @@ def test_readyz_is_bounded_in_time_when_a_dependency_hangs(tmp_path):
 def test_readyz_needs_no_key_and_ignores_a_bad_one(tmp_path):
     client, _ = make_client(tmp_path)
     assert client.simulate_get("/readyz", headers={"X-API-Key": "gz_wrong"}).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic b3BzOg=="}])
+@pytest.mark.parametrize("token", ["", OPS_TOKEN])
+def test_readyz_tells_anonymous_callers_only_which_checks_pass(tmp_path, headers, token):
+    probes = FakeProbes(answers={("jobs", "replicas"): [REPLICAS[1]]})   # a broken replica, with details
+    client, _ = make_client(tmp_path, probes=probes, env={"GAZE_METRICS_TOKEN": token})
+    result = client.simulate_get("/readyz", headers=headers)
+    assert result.status_code == 503
+    assert result.json == {"broker": {"ok": True}, "database": {"ok": True}, "generators": {"ok": False}}
+
+
+def test_readyz_asks_its_dependencies_once_per_interval_however_often_it_is_called(tmp_path):
+    client, probes = readiness_client(tmp_path)
+    for _ in range(20):
+        assert client.simulate_get("/readyz").status_code == 200
+    assert probes.calls.count(("jobs", "replicas", ())) == 1
+    assert probes.calls.count(("database", "SELECT 1", ())) == 1
 
 
 # --- /metrics ----------------------------------------------------------------------------------------
@@ -211,6 +238,14 @@ def test_metrics_expose_jobs_by_status_queue_depth_durations_and_replicas(tmp_pa
     types = {family.name: family.type for family in text_string_to_metric_families(text)}
     assert types[wait] == types[gen] == types["gaze_http_request_duration_seconds"] == "histogram"
     assert types["gaze_jobs"] == types["gaze_generator_replicas"] == "gauge"
+
+
+def test_metrics_ask_the_jobs_service_and_the_broker_once_per_interval_however_often_scraped(tmp_path):
+    client, probes = make_client(tmp_path)
+    for _ in range(20):
+        assert client.simulate_get("/metrics").status_code == 200
+    assert probes.calls.count(("jobs", "metrics", ())) == 1
+    assert sum(1 for call in probes.calls if call[:2] == ("broker", "queue_depth")) == 1
 
 
 def test_metrics_still_answer_when_the_jobs_service_and_the_broker_do_not(tmp_path):

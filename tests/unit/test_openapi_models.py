@@ -13,6 +13,7 @@ import falcon
 import falcon.testing
 import pytest
 from jsonschema import Draft202012Validator
+from markupsafe import escape
 from pydantic import Field
 
 from shared import config, media, schemas
@@ -141,9 +142,22 @@ def control(html: str, name: str) -> str:
     return match.group(0)
 
 
+def form_fields():
+    """The model's fields a person sets on the web form: all but those the form leaves to API clients."""
+    names = [name for name in GenerateRequest.model_fields if name not in web_presets.NOT_ON_THE_FORM]
+    assert len(names) == len(GenerateRequest.model_fields) - len(web_presets.NOT_ON_THE_FORM)
+    return names
+
+
+def test_the_webhook_fields_are_not_on_the_form():
+    html = render_preset_page()
+    assert web_presets.NOT_ON_THE_FORM == ("webhook", "webhook_events_filter")
+    assert 'name="webhook' not in html and "Webhook" not in html
+
+
 def test_the_form_has_every_model_field_in_order_with_the_documented_limits():
     fields = web_presets.generate_form(SETTINGS)
-    assert [field.name for field in fields] == list(GenerateRequest.model_fields)
+    assert [field.name for field in fields] == form_fields()
     properties = request_schema()["properties"]
     html_names = {"minimum": "min", "maximum": "max", "multipleOf": "step", "maxLength": "maxlength"}
     for field in fields:
@@ -157,7 +171,7 @@ def test_the_page_renders_every_model_field():
     html = render_preset_page()
     names = re.findall(r'<(?:input|textarea|select)\b[^>]*\bname="(\w+)"', html.split('data-generate>')[1]
                        .split("</form>")[0])
-    assert [name for name in names if name != "csrf_token"] == list(GenerateRequest.model_fields)
+    assert [name for name in names if name != "csrf_token"] == form_fields()
     assert 'type="number"' in control(html, "count") and 'max="20"' in control(html, "count")
     assert 'max="1024"' in control(html, "width") and 'step="8"' in control(html, "width")
     assert 'placeholder="832"' in control(html, "width")        # empty: the preset's own width
@@ -165,8 +179,8 @@ def test_the_page_renders_every_model_field():
     assert 'maxlength="500"' in control(html, "extra_positive")
     assert control(html, "checkpoint").startswith("<select")     # the known checkpoints, not free text
     assert "Illustrious/model.safetensors (preset default)" in html
-    for field in GenerateRequest.model_fields.values():
-        assert f">{field.title}<" in html and field.description.replace("'", "&#39;").replace('"', "&#34;") in html
+    for field in map(GenerateRequest.model_fields.get, form_fields()):
+        assert f">{field.title}<" in html and str(escape(field.description)) in html   # as Jinja escapes it
 
 
 def test_the_form_sends_the_guides_types():

@@ -7,6 +7,7 @@ input kept, create/edit/delete, cover set/clear, export and import.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 from urllib.parse import urlencode
@@ -19,6 +20,7 @@ from shared import config
 from shared.errors import Conflict, InvalidField, NotFound
 from shared.schemas import PresetFields, first_error
 from services.gateway.app import create_app
+from services.gateway.web.render import MAX_FORM_BYTES
 from shared.contracts.presets.resolve import resolve
 from tests.fakes import COOKIES, CSRF, FakeAdmin, FakeKeys, FakeProbes, FakeRpc
 
@@ -130,6 +132,15 @@ def field_error(html, field):
     return match.group(1) if match else None
 
 
+def test_logout_ends_the_session_and_expires_the_cookie(client):
+    result = post(client, "/logout")
+    assert result.status_code == 303, result.text
+    cookie = result.cookies["gaze_session"]
+    assert cookie.value == "" and cookie.expires.year == 1970 and cookie.http_only and cookie.same_site == "Lax"
+    assert cookie.path == "/"
+    assert get(client, "/queue").status_code in (302, 303), "the session is gone"
+
+
 # --------------------------------------------------------------------------------------------------
 # login and CSRF
 # --------------------------------------------------------------------------------------------------
@@ -154,7 +165,7 @@ def test_posts_without_a_session_are_refused(client, rpc, path):
     assert rpc.calls == []
 
 
-@pytest.mark.parametrize("csrf", [None, "", "wrong"])
+@pytest.mark.parametrize("csrf", [None, "", "wrong", "\u00e9t\u00e9", "\U0001f600"])   # non-ASCII: not a 500
 @pytest.mark.parametrize("path", POSTS)
 def test_posts_without_the_csrf_token_are_403(client, rpc, path, csrf):
     result = post(client, path, {"relative_path": IMAGE["relative_path"], "slug": "x", "name": "X"}, csrf=csrf)
@@ -539,3 +550,44 @@ def test_live_status_of_a_whole_batch(client, rpc):
     assert result.status_code == 200
     assert [job["id"] for job in result.json["jobs"]] == ids
     assert rpc.called("jobs", "get_many")[-1] == (ids,)
+
+
+# --- every UI POST bounded and parsed like the API's bodies ---------------------------------------
+
+def chunked_post(client, path, body: bytes, cookies=""):
+    """What gunicorn hands the app for a `Transfer-Encoding: chunked` form: no CONTENT_LENGTH, a
+    wsgi.input that ends where the body ends, and wsgi.input_terminated set."""
+    env = falcon.testing.create_environ(path=path, method="POST", headers={**FORM, "Cookie": cookies})
+    env.pop("CONTENT_LENGTH", None)
+    env["wsgi.input"] = io.BytesIO(body)
+    env["wsgi.input_terminated"] = True
+    start = falcon.testing.StartResponseMock()
+    text = b"".join(client.app(env, start)).decode()
+    return start.status, text
+
+
+@pytest.mark.parametrize("path, cookies", [("/login", ""), ("/presets/city/cover", "gaze_session=valid")])
+def test_a_ui_form_past_the_limit_is_413_whatever_its_framing(client, rpc, path, cookies):
+    body = b"csrf_token=" + CSRF.encode() + b"&password=" + b"a" * MAX_FORM_BYTES
+    status, text = chunked_post(client, path, body, cookies)
+    assert status.startswith("413"), (status, text)
+    result = client.simulate_post(path, body=body, headers={**FORM, "Cookie": cookies})
+    assert result.status_code == 413
+    assert rpc.calls == []
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"csrf_token=%FF%FE&relative_path=x", 400),                  # not UTF-8
+    ("&".join(f"f{i}=1" for i in range(1001)).encode(), 400),    # too many fields
+])
+def test_a_ui_form_that_cannot_be_read_is_a_400(client, rpc, body, status):
+    result = client.simulate_post("/presets/city/cover", body=body, cookies=COOKIES, headers=FORM)
+    assert result.status_code == status, result.text
+    assert rpc.calls == []
+
+
+@pytest.mark.parametrize("token", ["\u00e9t\u00e9", "\U0001f600", ""])
+def test_a_login_token_that_is_not_ascii_is_refused_not_a_500(client, token):
+    result = client.simulate_post("/login", body=urlencode({"login_token": token, "password": "x"}),
+                                  headers={**FORM, "Cookie": "gaze_login_csrf=expected"})
+    assert result.status_code == 403, result.text

@@ -34,11 +34,12 @@ class PresetsResource:
 class GenerateResource:
     auth_required = True
 
-    def __init__(self, rpc, settings, presets=None, idempotency_store=None):
+    def __init__(self, rpc, settings, presets=None, idempotency_store=None, jobs=None):
         self.rpc = rpc
         self.settings = settings
         self.presets = presets   # PresetLookup (None: resolve through the presets service)
         self.idempotency = idempotency_store   # IdempotencyStore (None: the header is validated, not honoured)
+        self.jobs = jobs   # JobLookup: records the jobs' owner for the key's event stream (None: not recorded)
 
     def on_post(self, req, resp, slug):
         key = validation.idempotency_key(req.get_header("Idempotency-Key"))
@@ -61,6 +62,8 @@ class GenerateResource:
             job_ids, replayed = self.idempotency.submit(api_key, key, request_fingerprint, submit)
             if replayed:
                 resp.set_header("Idempotent-Replayed", "true")
+        if self.jobs is not None and owner:
+            self.jobs.own(job_ids, owner)
         resp.status = falcon.HTTP_202
         resp.media = {"jobs": [{"job_id": job_id, "status": "queued"} for job_id in job_ids]}
 
@@ -73,6 +76,30 @@ class JobResource:
 
     def on_get(self, req, resp, job_id):
         resp.media = self.jobs.get(validation.job_id(job_id))
+
+
+class JobEventsResource:
+    """GET /api/v1/job/<id>/events opens here: the key check, then the job's current document, the
+    stream's first event. The gateway's asyncio side (services/gateway/hold/app.py) streams the rest."""
+
+    auth_required = True
+
+    def __init__(self, jobs):
+        self.jobs = jobs   # JobLookup
+
+    def on_get(self, req, resp, job_id):
+        resp.media = self.jobs.get(validation.job_id(job_id))
+
+
+class KeyEventsResource:
+    """GET /api/v1/events?preset= opens here: the key check and the filter; answers whose jobs the stream
+    follows ({"owner": the key's name, "preset": slug or null}) to the asyncio side, which streams them."""
+
+    auth_required = True
+
+    def on_get(self, req, resp):
+        preset = validation.jobs_query({"preset": req.params.get("preset")})["preset"]   # GET /api/v1/jobs' rule
+        resp.media = {"owner": req.context.get("api_key_name"), "preset": preset}
 
 
 class JobCancelResource:

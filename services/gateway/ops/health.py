@@ -5,12 +5,21 @@
 returns the generator replicas), the database (SELECT 1 through the gateway's pool) and at least one
 generator replica that reported a healthy backend within three status intervals. All checks run at
 once and the whole answer is bounded by the probe timeout (see probes.py).
+
+Anonymous callers learn only {check: {"ok": bool}} (and the status code): the details name replicas,
+hosts and errors, so they need `Authorization: Bearer <GAZE_METRICS_TOKEN>`. The answer is reused for
+READINESS_CACHE_SECONDS per process, and concurrent callers share one probe: however often /readyz is
+called, it costs the broker and the database at most one round trip each per process per interval.
 """
 from __future__ import annotations
+
+import threading
+import time
 
 import falcon
 from nameko.exceptions import RpcTimeout
 
+from services.gateway.ops.auth import bearer_ok
 from services.gateway.ops.probes import ProbeTimeout, run_bounded
 from services.gateway.stores.rpc import ServiceUnavailable
 from shared.contracts.jobs import JobsClient
@@ -20,6 +29,7 @@ MAX_DETAIL = 200
 # the outer limit: a little above the probes' own time limits, so theirs normally fire first and name
 # the cause precisely
 OUTER_SLACK_SECONDS = 0.5
+READINESS_CACHE_SECONDS = 2.0
 
 
 def replica_state(replica: dict, stale_after: float) -> str:
@@ -42,9 +52,23 @@ def describe_error(exc: BaseException, timeout: float) -> str:
 
 
 class Readiness:
-    def __init__(self, probes, status_interval_seconds: float):
+    def __init__(self, probes, status_interval_seconds: float, cache_seconds: float = READINESS_CACHE_SECONDS):
         self.probes = probes
         self.stale_after = 3 * status_interval_seconds
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._answer, self._answered_at = None, float("-inf")
+
+    def current(self) -> tuple[bool, dict]:
+        """check()'s answer, at most `cache_seconds` old; callers arriving during a check wait for it."""
+        with self._lock:
+            if self._answer is None or time.monotonic() - self._answered_at >= self.cache_seconds:
+                try:
+                    self._answer = self.check()
+                except Exception as exc:  # a bug in the checks themselves: still an honest 503, never a 500
+                    self._answer = False, {"readiness": _failed(describe_error(exc, self.probes.timeout))}
+                self._answered_at = time.monotonic()
+            return self._answer
 
     def check(self) -> tuple[bool, dict]:
         timeout = self.probes.timeout
@@ -92,18 +116,17 @@ class HealthResource:
 
 
 class ReadinessResource:
-    def __init__(self, readiness: Readiness):
+    def __init__(self, readiness: Readiness, token: str = ""):
         self.readiness = readiness
+        self.token = token   # GAZE_METRICS_TOKEN: who may read the details
 
     def on_get(self, req, resp):
         resp.cache_control = ["no-store"]
-        try:
-            ready, checks = self.readiness.check()
-        except Exception as exc:  # a bug in the checks themselves: still an honest 503, never a 500
-            ready, checks = False, {"readiness": _failed(describe_error(exc, self.readiness.probes.timeout))}
-        if ready:
-            resp.media = {"status": "ready", "checks": checks}
+        ready, checks = self.readiness.current()
+        if bearer_ok(req, self.token):
+            resp.media = {"status": "ready" if ready else "not ready", "checks": checks}
         else:
+            resp.media = {name: {"ok": check["ok"]} for name, check in checks.items()}
+        if not ready:
             resp.status = falcon.HTTP_503
             resp.set_header("Retry-After", RETRY_AFTER_SECONDS)
-            resp.media = {"status": "not ready", "checks": checks}

@@ -16,9 +16,9 @@ Two kinds of metric, kept apart on purpose:
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import os
+import threading
 import time
 
 import falcon
@@ -30,6 +30,7 @@ from prometheus_client.utils import floatToGoString
 from shared import events
 from shared.contracts.jobs import JobsClient
 from services.gateway.errors import ApiError
+from services.gateway.ops.auth import bearer_ok
 from services.gateway.ops.health import OUTER_SLACK_SECONDS, describe_error, replica_state
 from services.gateway.ops.probes import run_bounded
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REPLICA_STATES = ("healthy", "unhealthy", "stale")
+SOURCES_CACHE_SECONDS = 5.0   # how old the jobs service's and the work queue's figures in a scrape may be
 DURATION_HELP = {
     "queue_wait": ("gaze_job_queue_wait_seconds",
                    "Time from a job's creation to the start of its (last) run, by final outcome"),
@@ -89,27 +91,40 @@ class HttpMetrics:
 
 
 class DependencyCollector:
-    """Collected at each scrape (see the module docstring)."""
+    """Collected at a scrape (see the module docstring), from an answer at most `cache_seconds` old: one
+    jobs-service RPC and one queue inspection per process per interval however often /metrics is
+    scraped (concurrent scrapes share one), so an anonymous caller cannot multiply the load on the broker."""
 
-    def __init__(self, probes, status_interval_seconds: float):
+    def __init__(self, probes, status_interval_seconds: float, cache_seconds: float = SOURCES_CACHE_SECONDS):
         self.probes = probes
         self.stale_after = 3 * status_interval_seconds
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._outcomes, self._read_at = None, float("-inf")
 
     def describe(self):
         return []  # nothing to ask at registration time: collect() does I/O
 
+    def outcomes(self) -> dict:
+        with self._lock:
+            if self._outcomes is None or time.monotonic() - self._read_at >= self.cache_seconds:
+                self._outcomes = run_bounded({"jobs": lambda: JobsClient(self.probes).metrics(),
+                                              "broker": lambda: self.probes.queue_depth(events.WORK_QUEUE.name)},
+                                             self.probes.timeout + OUTER_SLACK_SECONDS)
+                self._read_at = time.monotonic()
+                for source, outcome in self._outcomes.items():
+                    if not outcome.ok:
+                        log.warning("metrics: %s unavailable: %s", source,
+                                    describe_error(outcome.error, self.probes.timeout))
+            return self._outcomes
+
     def collect(self):
-        outcomes = run_bounded({"jobs": lambda: JobsClient(self.probes).metrics(),
-                                "broker": lambda: self.probes.queue_depth(events.WORK_QUEUE.name)},
-                               self.probes.timeout + OUTER_SLACK_SECONDS)
+        outcomes = self.outcomes()
         up = GaugeMetricFamily("gaze_scrape_source_up",
                                "1 when this scrape could read the source (jobs: the jobs service, broker:"
                                " the work queue), else 0 and its metrics are missing", labels=["source"])
         for source, outcome in outcomes.items():
             up.add_metric([source], 1 if outcome.ok else 0)
-            if not outcome.ok:
-                log.warning("metrics: %s unavailable: %s", source,
-                            describe_error(outcome.error, self.probes.timeout))
         yield up
         if outcomes["jobs"].ok:
             yield from self._jobs(outcomes["jobs"].value)
@@ -211,10 +226,7 @@ class MetricsResource:
 
     def on_get(self, req, resp):
         if self.token:
-            given = req.get_header("Authorization") or ""
-            scheme, _, credential = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(),
-                                                                     self.token.encode()):
+            if not bearer_ok(req, self.token):
                 raise ApiError(falcon.HTTP_401, "metrics need 'Authorization: Bearer <GAZE_METRICS_TOKEN>'",
                                "Authorization", headers={"WWW-Authenticate": 'Bearer realm="gaze-metrics"'})
         resp.cache_control = ["no-store"]

@@ -25,6 +25,10 @@ class JobLookup:
             rank = self.view.ranks([job_id]).get(job_id)
         return {**doc, "queue_position": queue_position(doc, rank)}
 
+    def own(self, job_ids: list[str], owner: str) -> None:
+        """Record the API key name that created `job_ids` beside their documents (their key's event stream)."""
+        self.view.own(job_ids, owner)
+
     def cancel(self, job_id: str) -> dict:
         """jobs.cancel: {"job": its document (with queue_position), "cancelled": bool}."""
         answer = self.jobs_service.cancel(job_id)

@@ -28,4 +28,19 @@ class UiJobsResource:
         else:
             recent = req.get_param_as_int("recent", min_value=1, max_value=500, default=50)
             jobs = self.jobs_service.list(recent)
-        resp.media = {"jobs": jobs}
+        resp.media = {"jobs": self.jobs.with_positions(jobs)}
+
+
+class UiJobCancelResource:
+    """POST /ui/jobs/<id>/cancel (session and CSRF header, from gaze.js): the API's cancel for the UI."""
+
+    login_required = True
+    json_api = True
+
+    def __init__(self, jobs):
+        self.jobs = jobs   # JobLookup
+
+    def on_post(self, req, resp, job_id):
+        answer = self.jobs.cancel(validation.job_id(job_id))
+        resp.status = falcon.HTTP_202 if answer["cancelled"] else falcon.HTTP_409
+        resp.media = {"job": answer["job"], "cancelled": answer["cancelled"]}

@@ -67,10 +67,16 @@ class FormField:
     default: str      # the model's default as the form shows it; "" where empty means the preset's own
 
 
+# The request's fields a person in the web UI does not set: a webhook is for API clients (and signed with
+# an API key's secret, which a web UI job has none of).
+NOT_ON_THE_FORM = ("webhook", "webhook_events_filter")
+
+
 def generate_form(settings) -> tuple[FormField, ...]:
     """The Generate form's fields, in the model's order, with the limits of `settings` (as validated)."""
     schema = generate_request_schema(settings)
-    return tuple(_form_field(name, prop) for name, prop in schema["properties"].items())
+    return tuple(_form_field(name, prop) for name, prop in schema["properties"].items()
+                 if name not in NOT_ON_THE_FORM)
 
 
 def _form_field(name: str, prop: dict) -> FormField:

@@ -7,16 +7,15 @@ session's CSRF token as the form field `csrf_token` (or the X-CSRF-Token header 
 from __future__ import annotations
 
 import hmac
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 import falcon
 
 from services.gateway.errors import ApiError
-from services.gateway.web.render import form_values
+from services.gateway.web.render import MAX_FORM_BYTES, form_values
 
 COOKIE = "gaze_session"
-# The largest form a UI page may post; a resource can set its own `max_form_bytes`.
-MAX_FORM_BYTES = 1024 * 1024
 
 
 def set_session_cookie(resp, token: str, settings, max_age: int) -> None:
@@ -25,11 +24,16 @@ def set_session_cookie(resp, token: str, settings, max_age: int) -> None:
 
 
 def clear_session_cookie(resp, settings) -> None:
-    resp.unset_cookie(COOKIE, path="/", same_site="Lax", secure=settings.public_url.startswith("https://"))
+    # set_cookie, not unset_cookie: Falcon 4.4's unset_cookie takes no `secure`, and the expired cookie
+    # must carry the same attributes as the one it replaces
+    resp.set_cookie(COOKIE, "", expires=datetime(1970, 1, 1, tzinfo=timezone.utc), path="/",
+                    secure=settings.public_url.startswith("https://"), http_only=True, same_site="Lax")
 
 
 def csrf_ok(expected: str, given) -> bool:
-    return isinstance(given, str) and bool(given) and hmac.compare_digest(expected, given)
+    # bytes: compare_digest refuses str with characters outside ASCII (a TypeError, so a 500)
+    return (isinstance(given, str) and bool(given)
+            and hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass")))
 
 
 class SessionAuth:
@@ -46,11 +50,9 @@ class SessionAuth:
             raise ApiError(falcon.HTTP_401, "log in to the web UI first")
         req.context.session = session
         if req.method not in ("GET", "HEAD", "OPTIONS"):
-            # The CSRF check below parses the form, so the size limit has to come first.
-            limit = getattr(resource, "max_form_bytes", MAX_FORM_BYTES)
-            if req.content_length is not None and req.content_length > limit:
-                raise ApiError(falcon.HTTP_413, f"body larger than {limit} bytes", "body")
-            given = req.get_header("X-CSRF-Token") or form_values(req).get("csrf_token")
+            # the form is read here, with this resource's limit; the responder gets the same parsed form
+            form = form_values(req, getattr(resource, "max_form_bytes", MAX_FORM_BYTES))
+            given = req.get_header("X-CSRF-Token") or form.get("csrf_token")
             if not csrf_ok(session["csrf_token"], given):
                 raise ApiError(falcon.HTTP_403, "csrf_token: missing or wrong; reload the page and try again",
                                "csrf_token")

@@ -1,8 +1,10 @@
 """The ComfyUI backend: each generator replica drives one ComfyUI server over its HTTP and websocket API.
 
-Three parts: the workflow template and its mapping (comfyui_workflow.py), talking to the server
-(comfyui_transport.py), and, here, the backend and one prompt's lifecycle (`_Run`: submit, follow,
-settle, fetch the picture, cancel).
+Its parts, each a module of its own: the workflow template and its mapping (comfyui_workflow.py); the
+connection to the server: HTTP, the websocket, /history, /queue and the cancel of one prompt
+(comfyui_transport.py); following one prompt's events to its end (comfyui_prompt.py); reading the finished
+prompt's picture (comfyui_result.py); and every sentence a user reads (comfyui_messages.py). Here: the
+backend, and one job (`_Run`), which submits, follows, resubmits a lost prompt and fetches the picture.
 
 A job fills a workflow template in ComfyUI's API format (what "Save (API format)" exports) with the spec's
 values, at the node inputs its mapping file names (`<template>.mapping.json` next to `<template>.json`),
@@ -29,33 +31,35 @@ itself (`remove_orphans`).
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
-import math
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit, urlunsplit
+from dataclasses import dataclass
+from urllib.parse import quote
 
 import requests
-from PIL import Image
 
-from services.generator.backends.base import (
-    BackendError, GeneratedImage, JobCancelled, as_context, encode_png, png_metadata,
+from services.generator.backends.base import BackendError, GeneratedImage, as_context, encode_png, png_metadata
+from services.generator.backends.comfyui_messages import (
+    checkpoints_node_missing, checkpoints_not_choices, checkpoints_unanswered, combo_options, gave_up,
+    health_nodes_unlisted, health_status, health_unreachable, health_unreadable, healthy, image_not_fetched,
+    missing_nodes, prompt_refused, reason, shorten, unreachable, validation_message,
 )
-from services.generator.backends.comfyui_transport import (  # noqa: F401  (the transport's names, re-exported)
-    CONNECT_TIMEOUT, PROBE_TIMEOUT, Transport, _combo_options, _describe_devices, _queue_ids,
-    _reason, _shorten, _Unreachable,
+from services.generator.backends.comfyui_prompt import JobClock, Prompt, PromptLost
+from services.generator.backends.comfyui_result import pick_image, read_image, view_params
+from services.generator.backends.comfyui_transport import (
+    CONNECT_TIMEOUT, PROBE_TIMEOUT, Connection, Unreachable, remove_prompts, websocket_url,
 )
-from services.generator.backends.comfyui_workflow import (  # noqa: F401  (re-exported for callers)
-    DEFAULT_WORKFLOW, EXPECTED_FIELDS, MAPPABLE_FIELDS, WORKFLOWS_DIR, Workflow, mapping_path,
-)
+from services.generator.backends.comfyui_workflow import DEFAULT_WORKFLOW, EXPECTED_FIELDS, Workflow, mapping_path
+
+# what callers import from here; the other modules are this backend's own parts
+__all__ = ["BACKEND_NAME", "ComfyUIBackend", "ComfyUISettings", "DEFAULT_WORKFLOW", "EXPECTED_FIELDS", "Workflow",
+           "mapping_path"]
 
 BACKEND_NAME = "comfyui"
-MAX_WS_RECONNECTS = 5
-MAX_BACKOFF = 5.0
+MAX_BACKOFF = 5.0           # seconds between two tries to submit to an unreachable ComfyUI, at most
 MAX_SUBMISSIONS = 3         # a prompt ComfyUI lost (a restart) is submitted again, this often in all
 
 log = logging.getLogger(__name__)
@@ -103,9 +107,7 @@ class ComfyUIBackend:
 
     @property
     def ws_url(self) -> str:
-        parts = urlsplit(self.url)
-        scheme = "wss" if parts.scheme == "https" else "ws"
-        return urlunsplit((scheme, parts.netloc, parts.path + "/ws", "", ""))
+        return websocket_url(self.url)
 
     def generate(self, spec, job=None) -> GeneratedImage:
         if spec.seed is None:   # the jobs service always sets one; a direct caller might not
@@ -114,25 +116,8 @@ class ComfyUIBackend:
 
     @classmethod
     def remove_orphans(cls, comfyui: ComfyUISettings, prompt_ids) -> str:
-        """Remove the prompts a killed worker left on ComfyUI: delete the queued ones, interrupt the running
-        one (by its own prompt_id only). Runs in the replica's eventlet process: plain `requests` calls."""
-        url = comfyui.comfyui_url.rstrip("/")
-        wanted = set(prompt_ids)
-        try:
-            response = requests.get(f"{url}/queue", timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT))
-            response.raise_for_status()
-            running, pending = _queue_ids(response.json())
-            queued = sorted(wanted & pending)
-            if queued:
-                requests.post(f"{url}/queue", json={"delete": queued},
-                              timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT)).raise_for_status()
-            for prompt_id in sorted(wanted & running):
-                requests.post(f"{url}/interrupt", json={"prompt_id": prompt_id},
-                              timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT)).raise_for_status()
-        except (requests.RequestException, ValueError, AttributeError) as exc:
-            return f"ComfyUI did not answer ({_reason(exc)}); they may still run there"
-        return (f"{len(queued)} removed from ComfyUI's queue, {len(wanted & running)} interrupted, "
-                f"{len(wanted - pending - running)} already finished")
+        """Remove the prompts a killed worker left on ComfyUI (comfyui_transport.remove_prompts)."""
+        return remove_prompts(comfyui.comfyui_url.rstrip("/"), prompt_ids)
 
     def checkpoints(self) -> list[str]:
         """The checkpoints installed on the ComfyUI node (the choices of the template's checkpoint input).
@@ -144,15 +129,14 @@ class ComfyUIBackend:
             response.raise_for_status()
             info = response.json().get(class_type)
         except (requests.RequestException, ValueError) as exc:
-            raise BackendError(f"cannot list checkpoints: ComfyUI at {self.url}: {_reason(exc)}") from None
+            raise BackendError(checkpoints_unanswered(self.url, reason(exc))) from None
         if not info:
-            raise BackendError(f"cannot list checkpoints: ComfyUI at {self.url} has no {class_type} node")
+            raise BackendError(checkpoints_node_missing(self.url, class_type))
         inputs = info.get("input") or {}
         spec = (inputs.get("required") or {}).get(input_name) or (inputs.get("optional") or {}).get(input_name)
-        choices = _combo_options(spec)
+        choices = combo_options(spec)
         if choices is None:
-            raise BackendError(f"cannot list checkpoints: {class_type}.{input_name} on ComfyUI at {self.url} "
-                               f"is not a list of choices")
+            raise BackendError(checkpoints_not_choices(self.url, class_type, input_name))
         return [str(choice) for choice in choices]
 
     def health(self) -> tuple[bool, str]:
@@ -160,15 +144,15 @@ class ComfyUIBackend:
         try:
             response = requests.get(f"{self.url}/system_stats", timeout=(CONNECT_TIMEOUT, PROBE_TIMEOUT))
         except requests.RequestException as exc:
-            return False, f"ComfyUI at {self.url} is unreachable: {_reason(exc)}"
+            return False, health_unreachable(self.url, reason(exc))
         if response.status_code != 200:
-            return False, f"ComfyUI at {self.url} answered HTTP {response.status_code} to /system_stats"
+            return False, health_status(self.url, response.status_code)
         try:
             stats = response.json()
             system = stats.get("system") or {}
             devices = stats.get("devices") or []
         except (ValueError, AttributeError):
-            return False, f"ComfyUI at {self.url} sent an unreadable /system_stats"
+            return False, health_unreadable(self.url)
         missing = []
         try:
             for class_type in self.workflow.class_types():
@@ -177,369 +161,114 @@ class ComfyUIBackend:
                 if info.status_code != 200 or class_type not in (info.json() or {}):
                     missing.append(class_type)
         except (requests.RequestException, ValueError) as exc:
-            return False, f"ComfyUI at {self.url} failed while listing its nodes: {_reason(exc)}"
-        version = system.get("comfyui_version") or "(version unknown)"
-        where = f"ComfyUI {version} at {self.url}"
+            return False, health_nodes_unlisted(self.url, reason(exc))
+        version = system.get("comfyui_version")
         if missing:
-            return False, (f"{where} lacks node type(s) {', '.join(missing)} used by the workflow "
-                           f"{self.workflow.source}")
-        return True, f"{where}; devices: {_describe_devices(devices)}"
-
-
-
-
-
-
-class _PromptLost(BackendError):
-    """ComfyUI answers but knows nothing of our prompt any more (it restarted): submit it again."""
+            return False, missing_nodes(version, self.url, missing, self.workflow.source)
+        return True, healthy(version, self.url, devices)
 
 
 # --------------------------------------------------------------------------------------------------
 # one job
 
 
-@dataclass
-class _Run(Transport):
-    backend: ComfyUIBackend
-    spec: object
-    job: object         # the JobContext
-    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    prompt_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+class _Run:
+    """One job on ComfyUI: submit its prompt (retrying while the server is unreachable, and again when the
+    server lost it), follow it (comfyui_prompt.Prompt), fetch the picture; on the way out, cancel the
+    prompt if it is still there."""
 
-    def __post_init__(self):
-        self.url = self.backend.url
-        self.graph = self.backend.workflow.fill(self.spec)
-        self.http = requests.Session()
-        self.ws = None
-        self.ws_reconnects = 0
-        self.submitted = False      # the prompt is on the server ...
-        self.settled = False        # ... and has ended there (or is known gone): nothing to cancel
-        self.outputs = {}           # from `executed` events, should /history lose the entry
-        self.created = time.monotonic()
-        self.started = None
-        self.deadline = math.inf    # until ComfyUI starts the prompt: waiting in its queue costs no limit
-        self.last_contact = self.created
-
-    # ---- the whole job
+    def __init__(self, backend: ComfyUIBackend, spec, job):
+        self.backend = backend
+        self.spec = spec
+        self.job = job      # the JobContext
+        self.graph = backend.workflow.fill(spec)
+        self.clock = JobClock(backend.timeout_seconds)
+        self.server = Connection(backend.url, uuid.uuid4().hex, retry_seconds=backend.retry_seconds,
+                                 clock=self.clock)
+        self.prompt = None  # the current submission
 
     def run(self) -> GeneratedImage:
         try:
             for submission in range(1, MAX_SUBMISSIONS + 1):
-                self._submit()
+                self.prompt = Prompt(self.server, self.job, self.clock, poll_seconds=self.backend.poll_seconds)
+                self._submit(self.prompt)
                 try:
-                    entry = self._follow()
-                except _PromptLost as exc:
+                    entry = self.prompt.follow()
+                except PromptLost as exc:
                     if submission == MAX_SUBMISSIONS:
-                        raise BackendError(f"{exc}; gave up after submitting it {submission} times") from None
-                    log.warning("%s; submitting it again", exc)
-                    self._forget_prompt()
+                        raise BackendError(gave_up(exc, submission)) from None
+                    log.warning("%s; submitting it again", exc)     # the same job, under a new prompt_id
                     continue
                 return self._result(entry)
         except BaseException:
-            if self.submitted and not self.settled:
-                outcome = self._cancel()
-                log.warning("prompt %s: abandoned, %s", self.prompt_id, outcome)
+            prompt = self.prompt
+            if prompt is not None and prompt.submitted and not prompt.settled:
+                outcome = prompt.cancel()
+                log.warning("prompt %s: abandoned, %s", prompt.id, outcome)
             raise
         finally:
-            self._close_ws()
-            self.http.close()
+            self.server.close()
 
-    # ---- submitting, with retries while ComfyUI is unreachable
-
-    def _submit(self):
-        body = {"prompt": self.graph, "client_id": self.client_id, "prompt_id": self.prompt_id}
-        self.job.submitted(self.prompt_id)      # before it is sent: the answer may be lost on the way
-        give_up = min(time.monotonic() + self.backend.retry_seconds, self.deadline)
+    def _submit(self, prompt: Prompt):
+        """POST /prompt, retried while ComfyUI is unreachable (GAZE_COMFYUI_RETRY_SECONDS)."""
+        server = self.server
+        body = {"prompt": self.graph, "client_id": server.client_id, "prompt_id": prompt.id}
+        self.job.submitted(prompt.id)       # before it is sent: the answer may be lost on the way
+        give_up = min(time.monotonic() + self.backend.retry_seconds, self.clock.deadline)
         delay = min(0.25, max(0.01, self.backend.retry_seconds / 8))
         attempts = 0
         while True:
             attempts += 1
-            if self.ws is None:
-                self._open_ws()
+            server.open_ws()
             try:
-                response = self._request("POST", "/prompt", json=body)
+                response = server.request("POST", "/prompt", json=body)
                 break
             except BackendError:
-                self.submitted = True   # no answer in time: it may be queued there, so cancel it on the way out
+                prompt.submitted = True     # no answer in time: it may be queued there, so cancel it on the way out
                 raise
-            except _Unreachable as exc:
+            except Unreachable as exc:
                 now = time.monotonic()
                 if now + delay > give_up:
-                    raise BackendError(
-                        f"ComfyUI at {self.url} is unreachable: {exc} (tried {attempts} times over "
-                        f"{now - self.created:.1f}s)") from None
-                log.warning("ComfyUI at %s unreachable (%s); retrying in %.2fs", self.url, exc, delay)
+                    raise BackendError(unreachable(server.url, exc, attempts, now - self.clock.created)) from None
+                log.warning("ComfyUI at %s unreachable (%s); retrying in %.2fs", server.url, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
         if response.status_code == 200:
-            self.submitted = True
-            try:
-                answer = response.json()
-            except ValueError:
-                answer = {}
-            answer = answer if isinstance(answer, dict) else {}
-            if str(answer.get("prompt_id") or self.prompt_id) != self.prompt_id:
-                self.prompt_id = str(answer["prompt_id"])
-                self.job.submitted(self.prompt_id)
-            if answer.get("node_errors"):
-                log.warning("prompt %s: ComfyUI accepted it with node errors: %s", self.prompt_id,
-                            _shorten(json.dumps(answer["node_errors"]), 500))
-            log.info("prompt %s: submitted to %s (client %s)", self.prompt_id, self.url, self.client_id)
+            self._accepted(prompt, response)
             return
         try:
             answer = response.json()
         except ValueError:
             answer = None
         if response.status_code == 400 and isinstance(answer, dict):
-            raise BackendError(self._validation_message(answer))
-        raise BackendError(f"ComfyUI at {self.url} answered HTTP {response.status_code} to POST /prompt: "
-                           f"{_shorten(response.text, 300)}")
+            raise BackendError(validation_message(
+                answer, graph=self.graph, checkpoint_inputs=self.backend.workflow.mapping.get("checkpoint", ()),
+                checkpoint=self.spec.checkpoint, url=server.url))
+        raise BackendError(prompt_refused(server.url, response.status_code, response.text))
 
-    def _validation_message(self, answer: dict) -> str:
-        error = answer.get("error")
-        if not isinstance(error, dict):
-            error = {"message": str(error or "invalid prompt")}
-        node_errors = answer.get("node_errors")
-        node_errors = node_errors if isinstance(node_errors, dict) else {}
-        checkpoint_targets = set(self.backend.workflow.mapping.get("checkpoint", ()))
-        parts = []
-        for node_id, found in node_errors.items():
-            class_type = found.get("class_type") or self.graph.get(node_id, {}).get("class_type", "?")
-            for err in found.get("errors") or []:
-                info = err.get("extra_info") or {}
-                input_name = info.get("input_name")
-                if err.get("type") == "value_not_in_list" and (
-                        (str(node_id), input_name) in checkpoint_targets or input_name == "ckpt_name"):
-                    return (f"checkpoint '{self.spec.checkpoint}' is not installed on this node "
-                            f"(ComfyUI at {self.url}){_installed(info.get('input_config'))}")
-                where = f"{class_type} (node {node_id})" + (f" input '{input_name}'" if input_name else "")
-                text = err.get("message") or err.get("type") or "invalid"
-                details = err.get("details")
-                parts.append(f"{where}: {text}" + (f" ({_shorten(details, 200)})" if details else ""))
-        if parts:
-            return "ComfyUI rejected the workflow: " + "; ".join(parts)
-        message = error.get("message") or error.get("type") or "invalid prompt"
-        details = error.get("details")
-        return "ComfyUI rejected the workflow: " + message + (f" ({_shorten(details, 200)})" if details else "")
-
-    # ---- following the prompt to its end
-
-    def _follow(self) -> dict:
-        """Until the prompt ends: its history entry on success; BackendError on failure or timeout."""
-        poll = self.backend.poll_seconds
-        next_history = time.monotonic() + 5 * poll
-        misses = 0
-        while True:
-            now = time.monotonic()
-            if now >= self.deadline:
-                self._time_out()
-            if self.job.cancelled():
-                outcome = self._cancel()
-                self.settled = True
-                raise JobCancelled(f"cancelled; its prompt was {outcome}")
-            if self.ws is not None:
-                event = self._receive(min(self.deadline - now, poll))
-                if event is not None:
-                    entry = self._handle(event)
-                    if entry is not None:
-                        return entry
-                    continue
-                if self.ws is not None and time.monotonic() < next_history:
-                    continue
-                # a quiet socket is normal (a slow node, a long queue): look at the server now and then
-            entry = self._history()
-            if entry is not None:
-                self._mark_started()
-                self._drain()
-                return self._settle_from_history(entry)
-            misses = misses + 1 if self._lost() else 0
-            if misses >= 2:
-                self.settled = True
-                raise _PromptLost(f"ComfyUI at {self.url} lost prompt {self.prompt_id}: it is neither "
-                                  f"queued, running nor in its history (was the server restarted?)")
-            if self.ws is None:
-                time.sleep(max(0.0, min(poll, self.deadline - time.monotonic())))
-                if self.ws_reconnects < MAX_WS_RECONNECTS:
-                    self.ws_reconnects += 1
-                    self._open_ws()
-            next_history = time.monotonic() + 5 * poll
-
-    def _handle(self, event) -> dict | None:
-        kind, data = event.get("type"), event.get("data")
-        if not isinstance(data, dict):
-            return None
-        if data.get("prompt_id") not in (None, self.prompt_id):
-            return None     # our socket only gets our prompt's events, but be sure
-        self.job.alive()
-        if kind == "execution_start":
-            self._mark_started()
-        elif kind == "progress":
-            value, maximum = data.get("value"), data.get("max")
-            if isinstance(value, (int, float)) and isinstance(maximum, (int, float)):
-                self._mark_started()
-                self.job.progress(int(value), int(maximum))
-        elif kind == "executed":
-            output = data.get("output")
-            if isinstance(output, dict) and data.get("node") is not None:
-                self.outputs[str(data["node"])] = output
-        elif kind == "execution_error":
-            self.settled = True
-            raise BackendError(_execution_error_message(data))
-        elif kind == "execution_interrupted":
-            self.settled = True
-            raise BackendError(_interrupted_message(data))
-        elif kind == "execution_success" or (kind == "executing" and data.get("node") is None
-                                             and data.get("prompt_id") == self.prompt_id):
-            self.settled = True
-            return self._await_history()
-        return None
-
-    def _forget_prompt(self):
-        """ComfyUI lost the prompt (it restarted): the same job goes in again under a new prompt_id."""
-        self.prompt_id = str(uuid.uuid4())
-        self.submitted = self.settled = False
-        self.outputs = {}
-
-    def _mark_started(self):
-        """ComfyUI began our prompt: the job turns `processing` and its time limit starts now."""
-        if self.started is None:
-            self.started = time.monotonic()
-            self.deadline = self.started + self.backend.timeout_seconds
-            self.job.started()
-
-    def _drain(self):
-        """Relay the progress still waiting on the socket when /history already says the prompt is done."""
-        while self.ws is not None:
-            event = self._receive(0.01)
-            if event is None:
-                return
-            data = event.get("data")
-            if (event.get("type") == "progress" and isinstance(data, dict)
-                    and data.get("prompt_id") in (None, self.prompt_id)):
-                self._handle(event)
-
-    def _await_history(self) -> dict:
-        """ComfyUI sends execution_success before it writes the history entry: wait for the entry."""
-        until = time.monotonic() + max(10.0, 5 * self.backend.poll_seconds)
-        pause = 0.02
-        while True:
-            entry = self._history()
-            if entry is not None:
-                return self._settle_from_history(entry)
-            if time.monotonic() >= until:
-                break
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
-        if self.outputs:
-            log.warning("prompt %s: no history entry; using the outputs seen on the websocket", self.prompt_id)
-            return {"outputs": self.outputs}
-        raise BackendError(f"ComfyUI at {self.url} reported prompt {self.prompt_id} done but has no "
-                           f"record of it in /history")
-
-    def _settle_from_history(self, entry: dict) -> dict:
-        self.settled = True
-        status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-        for message in status.get("messages") or []:
-            if not (isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict)):
-                continue
-            if message[0] == "execution_error":
-                raise BackendError(_execution_error_message(message[1]))
-            if message[0] == "execution_interrupted":
-                raise BackendError(_interrupted_message(message[1]))
-        if status.get("status_str") == "error":
-            raise BackendError(f"ComfyUI reports that prompt {self.prompt_id} failed (no details in its history)")
-        return entry
-
-    def _time_out(self):
-        outcome = self._cancel()
-        self.settled = True
-        raise BackendError(f"the job exceeded its time limit of {self.backend.timeout_seconds:g} s "
-                           f"(GAZE_JOB_TIMEOUT_SECONDS) and was stopped; its prompt was {outcome}")
-
-    def _cancel(self) -> str:
-        """Stop our prompt — and only ours: delete it while it waits, interrupt it while it runs."""
+    def _accepted(self, prompt: Prompt, response):
+        prompt.submitted = True
         try:
-            running, pending = self._queue()
-            if self.prompt_id in pending:
-                self._request("POST", "/queue", json={"delete": [self.prompt_id]}, timeout=PROBE_TIMEOUT)
-                return "removed from ComfyUI's queue"
-            if self.prompt_id in running:
-                self._request("POST", "/interrupt", json={"prompt_id": self.prompt_id}, timeout=PROBE_TIMEOUT)
-                return "interrupted on ComfyUI"
-            return "no longer queued or running on ComfyUI"
-        except (_Unreachable, requests.RequestException, ValueError) as exc:
-            return f"not cancelled: ComfyUI did not answer ({exc})"
-
-    def _lost(self) -> bool:
-        """Neither in /queue nor (checked again after it) in /history: the server forgot the prompt."""
-        try:
-            running, pending = self._queue()
-        except (_Unreachable, requests.RequestException, ValueError):
-            return False
-        if self.prompt_id in running:
-            self._mark_started()
-        return self.prompt_id not in running and self.prompt_id not in pending and self._history() is None
-
-    # ---- the finished picture
+            answer = response.json()
+        except ValueError:
+            answer = {}
+        answer = answer if isinstance(answer, dict) else {}
+        if str(answer.get("prompt_id") or prompt.id) != prompt.id:
+            prompt.id = str(answer["prompt_id"])
+            self.job.submitted(prompt.id)
+        if answer.get("node_errors"):
+            log.warning("prompt %s: ComfyUI accepted it with node errors: %s", prompt.id,
+                        shorten(json.dumps(answer["node_errors"]), 500))
+        log.info("prompt %s: submitted to %s (client %s)", prompt.id, self.server.url, self.server.client_id)
 
     def _result(self, entry: dict) -> GeneratedImage:
-        ref = self._pick_image(entry.get("outputs") or {})
-        params = {"filename": ref.get("filename", ""), "subfolder": ref.get("subfolder", ""),
-                  "type": ref.get("type", "output")}
-        response = self._request("GET", "/view", params=params)
+        """The picture of a finished prompt, as GAZE's PNG."""
+        params = view_params(pick_image(entry.get("outputs") or {}, self.backend.workflow))
+        response = self.server.request("GET", "/view", params=params)
         if response.status_code != 200:
-            raise BackendError(f"could not fetch the image {params['filename']!r} from ComfyUI at {self.url}: "
-                               f"HTTP {response.status_code}")
-        try:
-            image = Image.open(io.BytesIO(response.content))
-            image.load()
-        except Exception as exc:  # Pillow raises many kinds for a bad file
-            raise BackendError(f"ComfyUI returned an image GAZE cannot read ({params['filename']!r}: {exc})") from None
+            raise BackendError(image_not_fetched(params["filename"], self.server.url, response.status_code))
+        image = read_image(response.content, params["filename"])
         metadata = png_metadata(self.spec, BACKEND_NAME)
-        log.info("prompt %s: done in %.2fs (%s)", self.prompt_id, time.monotonic() - (self.started or self.created),
-                 params["filename"])
+        log.info("prompt %s: done in %.2fs (%s)", self.prompt.id,
+                 time.monotonic() - (self.clock.started or self.clock.created), params["filename"])
         return GeneratedImage(encode_png(image, metadata), image.width, image.height, metadata)
-
-    def _pick_image(self, outputs: dict) -> dict:
-        wanted = self.backend.workflow.output_node
-        if wanted is not None:
-            images = (outputs.get(wanted) or {}).get("images") or []
-            if images:
-                return images[0]
-        everything = [image for output in outputs.values() if isinstance(output, dict)
-                      for image in output.get("images") or [] if isinstance(image, dict)]
-        saved = [image for image in everything if image.get("type") == "output"]
-        if saved or everything:
-            return (saved or everything)[0]
-        raise BackendError(f"the ComfyUI workflow {self.backend.workflow.source} finished without an image "
-                           f"(it needs a SaveImage node)")
-
-
-
-
-
-def _installed(input_config) -> str:
-    choices = _combo_options(input_config) if isinstance(input_config, list) else None
-    if choices is None:
-        return ""
-    if not choices:
-        return "; it has no checkpoints at all (check ComfyUI's models/checkpoints or extra_model_paths.yaml)"
-    shown = ", ".join(str(choice) for choice in choices[:5])
-    more = f" and {len(choices) - 5} more" if len(choices) > 5 else ""
-    return f"; installed: {shown}{more}"
-
-
-def _execution_error_message(data: dict) -> str:
-    node = data.get("node_type") or "a node"
-    if data.get("node_id") is not None:
-        node += f" (node {data['node_id']})"
-    exception = data.get("exception_type") or "error"
-    message = _shorten(data.get("exception_message") or "", 500)
-    return f"ComfyUI failed in {node}: {exception}" + (f": {message}" if message else "")
-
-
-def _interrupted_message(data: dict) -> str:
-    where = data.get("node_type") or "a node"
-    if data.get("node_id") is not None:
-        where += f" (node {data['node_id']})"
-    return f"the prompt was interrupted on ComfyUI in {where} (cancelled on the ComfyUI server)"

@@ -9,10 +9,12 @@ SERVICE = "jobs"
 class JobsClient(ServiceClient):
     service = SERVICE
 
-    def create(self, spec: dict, count: int, request_id: str | None = None, owner: str | None = None) -> list[str]:
+    def create(self, spec: dict, count: int, request_id: str | None = None, owner: str | None = None,
+               webhook: str | None = None, webhook_events: list[str] | None = None) -> list[str]:
         """N pending jobs for one resolved spec, in one transaction; the same request_id twice answers the
-        first call's job ids. `owner`: the name of the API key that asked (None: the web UI)."""
-        return self._call("create", spec, count, request_id, owner)
+        first call's job ids. `owner`: the name of the API key that asked (None: the web UI). `webhook`: a
+        URL the webhooks service sends the jobs' `webhook_events` to (shared/contracts/webhooks.py)."""
+        return self._call("create", spec, count, request_id, owner, webhook, webhook_events)
 
     def jobs_of(self, owner: str, status: str | None = None, preset: str | None = None, since: float | None = None,
                 limit: int = 20, cursor: str | None = None) -> dict:

@@ -12,6 +12,12 @@ is stored, so a late or reordered write (a slow progress handler, a read-through
 can never take a job from done back to processing. Documents expire (non-terminal ones sooner, so a
 write lost while Redis was unreachable cannot leave a stale state behind for long: the next read after
 expiry goes to the jobs service). Unknown jobs are never written, so an unknown id is never "pending".
+
+Every write that lands also PUBLISHes a small change message on one channel (`changes_channel`), from
+the same script, so no change can be written without being announced: the gateway's held requests and
+event streams (services/gateway/hold/) wait on these messages instead of polling. A message names the job,
+its new version, its owner (the API key name the gateway recorded with `own`; "" for none) and whether the
+waiting line moved (the queue positions of the jobs behind it changed).
 """
 from __future__ import annotations
 
@@ -28,16 +34,35 @@ log = logging.getLogger(__name__)
 TERMINAL_TTL_SECONDS = 7 * 24 * 3600
 ACTIVE_TTL_SECONDS = 15 * 60
 
-# KEYS[1] the job's hash, KEYS[2] the waiting line; ARGV: version, document, ttl, now, job id, the job's
-# place in the line (its created_at) while it waits for a generator, else "". Returns 1 when written, 0 when
-# older. The line moves with the document, in the same script: a job's place and its state never disagree.
+# KEYS[1] the job's hash, KEYS[2] the waiting line, KEYS[3] the changes channel; ARGV: version, document,
+# ttl, now, job id, the job's place in the line (its created_at) while it waits for a generator, else "".
+# Returns 1 when written (and announced), 0 when older. The line moves with the document, in the same
+# script: a job's place and its state never disagree.
 _WRITE = """
 local current = redis.call('HGET', KEYS[1], 'v')
 if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2], 'at', ARGV[4])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-if ARGV[6] ~= '' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5]) else redis.call('ZREM', KEYS[2], ARGV[5]) end
+local moved
+if ARGV[6] ~= '' then moved = redis.call('ZADD', KEYS[2], ARGV[6], ARGV[5]) else moved = redis.call('ZREM', KEYS[2], ARGV[5]) end
+redis.call('PUBLISH', KEYS[3], cjson.encode({id = ARGV[5], v = ARGV[1], owner = redis.call('HGET', KEYS[1], 'owner') or '',
+                                             line_moved = moved == 1}))
 return 1
+"""
+
+# KEYS: the jobs' hashes, then the changes channel; ARGV[1] the owner, ARGV[2] a ttl for a hash the jobs
+# service has not written yet, then the job ids. Records the owner beside each document (it is not part of
+# the document) and announces the jobs already written, so a key's event stream hears of a job even when
+# its first writes were announced before its owner was known.
+_OWN = """
+local channel = KEYS[#KEYS]
+for i = 1, #KEYS - 1 do
+  redis.call('HSET', KEYS[i], 'owner', ARGV[1])
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], tonumber(ARGV[2])) end
+  local v = redis.call('HGET', KEYS[i], 'v')
+  if v then redis.call('PUBLISH', channel, cjson.encode({id = ARGV[i + 2], v = v, owner = ARGV[1], line_moved = false})) end
+end
+return #KEYS - 1
 """
 
 
@@ -45,6 +70,13 @@ def version(doc: dict) -> int:
     """A number that grows with every forward step a job's document can take."""
     progress = (doc.get("progress") or {}).get("value") or 0
     return RANK[doc["status"]] * 10**12 + min(int(doc.get("attempts") or 0), 999_999) * 10**6 + min(int(progress), 999_999)
+
+
+def parse_change(message) -> dict:
+    """A change message (bytes or str) as {"id", "v" (int), "owner" (str, "" for none), "line_moved" (bool)}."""
+    change = json.loads(message)
+    return {"id": change["id"], "v": int(change["v"]), "owner": change.get("owner") or "",
+            "line_moved": bool(change.get("line_moved"))}
 
 
 def waiting(doc: dict) -> bool:
@@ -72,6 +104,7 @@ class JobView:
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                            health_check_interval=30) if url else None
         self._write = self.client.register_script(_WRITE) if self.client else None
+        self._own = self.client.register_script(_OWN) if self.client else None
 
     def key(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -81,10 +114,15 @@ class JobView:
         """The waiting line: a sorted set of the waiting jobs' ids, by created_at (queue_position)."""
         return f"{self.prefix}:queue"
 
+    @property
+    def changes_channel(self) -> str:
+        """The channel every landed write is announced on (parse_change reads its messages)."""
+        return f"{self.prefix}:job-changed"
+
     def _args(self, doc: dict):
         ttl = TERMINAL_TTL_SECONDS if doc["status"] in TERMINAL else ACTIVE_TTL_SECONDS
         place = repr(float(doc["created_at"])) if waiting(doc) and doc.get("created_at") is not None else ""
-        return {"keys": [self.key(doc["id"]), self.line_key],
+        return {"keys": [self.key(doc["id"]), self.line_key, self.changes_channel],
                 "args": [version(doc), json.dumps(doc, separators=(",", ":")), ttl, time.time(), doc["id"], place]}
 
     def put(self, doc: dict) -> bool:
@@ -107,6 +145,16 @@ class JobView:
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("job read model: write of %d job(s) failed: %s", len(docs), exc)
+
+    def own(self, job_ids, owner: str) -> None:
+        """Record that `owner` (an API key's name) created `job_ids`, and announce them on its behalf."""
+        if self.client is None or not job_ids or not owner:
+            return
+        try:
+            self._own(keys=[*(self.key(job_id) for job_id in job_ids), self.changes_channel],
+                      args=[owner, ACTIVE_TTL_SECONDS, *job_ids])
+        except redis.RedisError as exc:
+            log.warning("job read model: recording the owner of %d job(s) failed: %s", len(job_ids), exc)
 
     def get(self, job_id: str):
         """The stored document, or None (not there, or Redis unreachable)."""

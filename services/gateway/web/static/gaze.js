@@ -11,6 +11,21 @@ function csrfToken() {
   return meta ? meta.content : "";
 }
 
+// What a job is doing, in a few words: its steps while it runs, its place in line while it waits.
+function progressText(job) {
+  if (job.status === "processing" && job.progress) return `${job.progress.value}/${job.progress.max}`;
+  if (job.status === "pending" && job.queue_position !== null && job.queue_position !== undefined) {
+    return job.queue_position === 0 ? "next in line" : `${job.queue_position} ahead`;
+  }
+  return "";
+}
+
+// A job's row shows its cancel button only while the job can still be cancelled.
+function showCancel(el, status) {
+  const button = el.querySelector("[data-cancel]");
+  if (button) button.hidden = TERMINAL.has(status);
+}
+
 async function fetchJobs(query) {
   const response = await fetch(`/ui/jobs?${query}`, { headers: { Accept: "application/json" } });
   if (!response.ok) throw new Error(`status ${response.status}`);
@@ -37,8 +52,8 @@ function watchJobs() {
           const error = el.querySelector(".job-error");
           if (error) error.textContent = job.error || "";
           const progress = el.querySelector(".job-progress");
-          if (progress) progress.textContent = job.progress && job.status === "processing"
-            ? `${job.progress.value}/${job.progress.max}` : "";
+          if (progress) progress.textContent = progressText(job);
+          showCancel(el, job.status);
           if (was !== job.status && TERMINAL.has(job.status)) {
             el.dispatchEvent(new CustomEvent("gaze:job-finished", { bubbles: true, detail: job }));
           }
@@ -71,6 +86,34 @@ function copyButtons() {
   });
 }
 
+// <button data-cancel="<job id>"> cancels that job (the API's cancel, behind the session).
+function cancelButtons() {
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-cancel]");
+    if (!button) return;
+    button.disabled = true;
+    try {
+      const response = await fetch(`/ui/jobs/${encodeURIComponent(button.dataset.cancel)}/cancel`, {
+        method: "POST", headers: { Accept: "application/json", "X-CSRF-Token": csrfToken() },
+      });
+      if (response.status !== 202 && response.status !== 409) throw new Error(`status ${response.status}`);
+      const { job } = await response.json();
+      for (const el of document.querySelectorAll(`[data-job-id="${CSS.escape(job.id)}"]`)) {
+        el.dataset.status = job.status;
+        const badge = el.querySelector(".status");
+        if (badge) { badge.textContent = job.status; badge.className = `status status-${job.status}`; }
+        const progress = el.querySelector(".job-progress");
+        if (progress) progress.textContent = progressText(job);
+        showCancel(el, job.status);
+        el.dispatchEvent(new CustomEvent("gaze:job-finished", { bubbles: true, detail: job }));
+      }
+    } catch (err) {
+      console.warn("cancel failed", err);
+      button.disabled = false;
+    }
+  });
+}
+
 // <form data-confirm="question"> asks before submitting (deleting a preset, revoking a key).
 function confirmForms() {
   document.addEventListener("submit", (event) => {
@@ -82,6 +125,7 @@ function confirmForms() {
 document.addEventListener("DOMContentLoaded", () => {
   watchJobs();
   copyButtons();
+  cancelButtons();
   confirmForms();
 });
-window.gaze = { fetchJobs, csrfToken, watchJobs };
+window.gaze = { fetchJobs, csrfToken, watchJobs, progressText, showCancel };

@@ -45,8 +45,8 @@
     const badge = row.querySelector(".status");
     if (badge) { badge.textContent = job.status; badge.className = `status status-${job.status}`; }
     row.querySelector(".job-error").textContent = job.error || "";
-    row.querySelector(".job-progress").textContent = job.progress && job.status === "processing"
-      ? `${job.progress.value}/${job.progress.max}` : "";
+    row.querySelector(".job-progress").textContent = window.gaze.progressText(job);
+    window.gaze.showCancel(row, job.status);
     row.querySelector(".job-attempts").textContent = job.attempts ?? "";
     row.querySelector(".job-replica").textContent = job.replica || "";
     showImage(row, job);
@@ -59,6 +59,7 @@
     const row = template.content.querySelector("tr").cloneNode(true);
     row.dataset.jobId = job.id;
     row.dataset.status = job.status;
+    row.querySelector("[data-cancel]").dataset.cancel = job.id;
     row.querySelector(".job-label").textContent = job.label || "";
     const preset = row.querySelector(".job-preset");
     preset.textContent = job.preset || "";
