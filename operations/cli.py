@@ -54,15 +54,23 @@ def _admin_store(settings):
 
 
 def cmd_admin_password(args):
-    """Reset the web UI's admin password: a new random one is printed (last line), every session ends."""
+    """Reset the web UI's admin password, every session ends. Without --stdin a random one is made and
+    printed (last line); with it, the password is the first line of standard input (never an argument:
+    arguments are visible to every user of the machine in the process list, and kept in shell history)."""
     import secrets
 
     from shared import config
 
-    password = args.password or secrets.token_urlsafe(12)
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise SystemExit("gaze admin-password --stdin: no password on the first line of standard input")
+    else:
+        password = secrets.token_urlsafe(12)
     _admin_store(config.load()).set_password(password)
     print("Admin password set; every web session was logged out.", file=sys.stderr)
-    print(password)
+    if not args.stdin:
+        print(password)
 
 
 def cmd_generator_health(args):
@@ -211,8 +219,8 @@ def main(argv=None):
                                 "password if missing (printed once)")
     keys = sub.add_parser("api-key", help="manage the REST API key")
     keys.add_argument("action", choices=["regenerate", "ensure"])
-    admin = sub.add_parser("admin-password", help="set the web UI admin password (random if not given)")
-    admin.add_argument("password", nargs="?", help="the new password (default: generate and print one)")
+    admin = sub.add_parser("admin-password", help="set the web UI admin password (random and printed, or --stdin)")
+    admin.add_argument("--stdin", action="store_true", help="read the new password from standard input's first line")
     health = sub.add_parser("generator-health", help="list generator replicas; exit 1 when none is healthy")
     health.add_argument("--replica", help="check only this replica")
     secret = sub.add_parser("webhook-secret", help="print an API key's webhook signing secret (last line)")

@@ -18,6 +18,7 @@ from services.gateway.api.resources import (GenerateResource, JobCancelResource,
                                             JobsResource, KeyEventsResource, PresetsResource)
 from services.gateway.web import routes as web_routes
 from services.gateway.web.render import ASSETS_PREFIX, error_page
+from services.gateway.web.headers import NoFraming
 from services.gateway.web.session import SessionAuth
 
 
@@ -38,7 +39,8 @@ def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None,
     # `limiter` (rate_limit.RateLimiter; None = no rate limits): ApiKeyAuth asks it around each key check,
     # and as the last middleware it limits login attempts
     limiting = [limiter] if limiter is not None else []
-    app = falcon.App(middleware=[metrics.http, ApiKeyAuth(keys, limiter), SessionAuth(admin), *limiting])
+    app = falcon.App(middleware=[metrics.http, NoFraming(), ApiKeyAuth(keys, limiter), SessionAuth(admin),
+                                  *limiting])
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app, render_page=error_page)
     # operations endpoints: no API key, no session (see README "Observability")

@@ -4,12 +4,13 @@ job list with cursor pagination while jobs are created, and queue_position / pro
 One stack with ONE generator replica (prefetch 2: one job running, one reserved) whose backend obeys the
 prompt (tests/backends.py): "slow:<s>" runs that long in 20 steps and stops when cancelled.
 """
+import subprocess
 import time
 import uuid
 
 import pytest
 
-from tests.stack import another_api_key, scripted_stack
+from tests.stack import ADMIN_PASSWORD, another_api_key, scripted_stack
 
 pytestmark = pytest.mark.e2e
 SMALL = {"width": 64, "height": 64}
@@ -192,3 +193,31 @@ def test_a_batch_with_a_seed_gives_job_i_the_seed_plus_i(steer):
     assert [doc["result"]["seed"] for doc in done] == [7, 8, 9]
     refused = steer.post("/api/v1/generate/example_01", json={"count": 3, "seed": 2**63 - 2})
     assert refused.status_code == 400 and refused.json()["field"] == "seed"
+
+
+def test_the_admin_password_is_set_from_stdin_or_generated_never_from_an_argument(steer):
+    from services.gateway.stores.admin import AdminStore
+    from shared.db import open_pool
+    from tests.stack import GAZE
+
+    def gaze(*args, stdin=""):
+        return subprocess.run([GAZE, "admin-password", *args], input=stdin, capture_output=True, text=True,
+                              env=steer.env, timeout=60)
+
+    pool = open_pool(steer.env["GAZE_DATABASE_URL"], max_size=1, name="test")
+    try:
+        admin = AdminStore(pool)
+        assert gaze("an-argument-password").returncode == 2, "the argv form is gone"
+        assert not admin.verify_password("an-argument-password")
+        assert gaze("--stdin", stdin="\n").returncode != 0, "an empty password is refused"
+        chosen = gaze("--stdin", stdin="from-stdin-password\n")
+        assert chosen.returncode == 0 and "from-stdin-password" not in chosen.stdout + chosen.stderr
+        assert admin.verify_password("from-stdin-password")
+        generated = gaze()
+        assert generated.returncode == 0
+        printed = generated.stdout.strip().splitlines()[-1]
+        assert admin.verify_password(printed) and not admin.verify_password("from-stdin-password")
+    finally:
+        pool.close()
+    set_back = gaze("--stdin", stdin=f"{ADMIN_PASSWORD}\n")
+    assert set_back.returncode == 0

@@ -8,22 +8,34 @@ import re
 from pathlib import Path
 
 import jsonschema
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+NODES = ROOT / "docker-compose.nodes.yml"
+PASSWORDS = {"RABBITMQ_PASSWORD": "a-broker-secret", "POSTGRES_PASSWORD": "a-database-secret"}
+
+
+class Required(LookupError):
+    """A ${VAR:?message} whose variable is unset or empty: compose stops with the message."""
 
 
 def interpolated(text, env=None):
     """Compose substitutes ${VAR}, ${VAR:-default} and ${VAR:?error} in the file's text before it reads
-    the YAML and validates it; do the same, with the defaults (or `env`)."""
-    env = env or {}
+    the YAML and validates it; do the same, with the defaults (or `env`), and stop on a required one."""
+    env = {**PASSWORDS, **(env or {})}
+    return interpolated_exactly(text, env)
 
+
+def interpolated_exactly(text, env):
     def value(match):
         name, op, arg = match.group(1), match.group(2), match.group(3) or ""
-        if name in env:
+        if env.get(name):
             return env[name]
+        if op == ":?":
+            raise Required(f"{name}: {arg}")
         return arg if op == ":-" else ""
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}", value, text)
 
@@ -32,7 +44,7 @@ def test_valid_against_the_compose_specification():
     schema = json.loads((ROOT / "tests" / "data" / "compose_spec.json").read_text())
     text = (ROOT / "docker-compose.yml").read_text()
     for env in ({}, {"GENERATORS": "4", "GAZE_BACKEND": "comfyui", "GPU_GENERATORS": "2"},
-                {"GAZE_MEDIA_STORE": "s3", "GAZE_S3_ENDPOINT_URL": "http://minio:9000", "MINIO_PORT": "19000",
+                {"GAZE_MEDIA_STORE": "s3", "GAZE_S3_ENDPOINT_URL": "http://minio:9000",
                  "GAZE_S3_ACCESS_KEY_ID": "gaze", "GAZE_S3_SECRET_ACCESS_KEY": "a-long-secret"}):
         resolved = yaml.safe_load(interpolated(text, env))
         jsonschema.Draft201909Validator(schema).validate(resolved)
@@ -83,6 +95,30 @@ def test_every_gaze_service_gets_the_media_store_settings():
         assert env["GAZE_S3_ACCESS_KEY_ID"] == "gaze" and env["GAZE_S3_SECRET_ACCESS_KEY"] == "a-long-secret"
     # MinIO's root user is the key GAZE signs with, so the two cannot drift apart
     assert s3["minio"]["environment"] == {"MINIO_ROOT_USER": "gaze", "MINIO_ROOT_PASSWORD": "a-long-secret"}
+
+
+@pytest.mark.parametrize("missing", sorted(PASSWORDS))
+def test_no_password_falls_back_to_a_default(missing):
+    text = (ROOT / "docker-compose.yml").read_text()
+    with pytest.raises(Required, match=missing):
+        interpolated_exactly(text, {name: value for name, value in PASSWORDS.items() if name != missing})
+    for path in (ROOT / "docker-compose.yml", NODES, *sorted((ROOT / "deploy").glob("*"))):
+        if path.is_file():
+            assert not re.search(r"\$\{[A-Z_]*(PASSWORD|SECRET)[A-Z_]*:-[^}]", path.read_text()), path
+
+
+def test_only_the_gateway_is_published_unless_the_nodes_override_is_used():
+    resolved = yaml.safe_load(interpolated((ROOT / "docker-compose.yml").read_text()))["services"]
+    assert [name for name, service in resolved.items() if service.get("ports")] == ["gateway"]
+    schema = json.loads((ROOT / "tests" / "data" / "compose_spec.json").read_text())
+    s3 = {"GAZE_S3_ACCESS_KEY_ID": "gaze", "GAZE_S3_SECRET_ACCESS_KEY": "a-long-secret"}
+    nodes = yaml.safe_load(interpolated(NODES.read_text(), s3))
+    jsonschema.Draft201909Validator(schema).validate(nodes)
+    assert {name: service["ports"] for name, service in nodes["services"].items()} == {
+        "rabbitmq": ["5672:5672"], "postgres": ["5432:5432"], "minio": ["9000:9000"]}
+    for missing in s3:   # publishing the object store requires its credentials
+        with pytest.raises(Required, match=missing):
+            interpolated(NODES.read_text(), {name: value for name, value in s3.items() if name != missing})
 
 
 def test_minio_is_optional_behind_the_s3_profile():

@@ -102,3 +102,23 @@ def test_queue_page_when_there_are_no_jobs(client, rpc):
     assert "No jobs yet" in text
     assert not re.search(r"queue-empty\"\s+hidden", text)
     assert "/assets/queue.js" in text
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "/%09/evil.example", "/%5Cevil.example", "/%0A/evil.example",
+                                    "https://evil.example/", "/%0D%0A/evil.example", "/%20/evil.example"])
+def test_the_login_redirect_never_leaves_the_site(client, target):
+    # a logged-in admin opening /login is sent on to `next` at once: what the login form would do too
+    result = admin_get(client, "/login", query_string=f"next={target}")
+    assert result.status_code == 303 and result.headers["location"] == "/", target
+
+
+def test_the_login_redirect_keeps_a_path_on_this_site(client):
+    result = admin_get(client, "/login", query_string="next=%2Fpresets%2Fexample_01%3Fpage%3D2")
+    assert result.status_code == 303 and result.headers["location"] == "/presets/example_01?page=2"
+
+
+@pytest.mark.parametrize("path", ["/", "/queue", "/login", "/settings", "/api/v1/presets"])
+def test_no_page_may_be_framed_by_another_site(client, path):
+    result = admin_get(client, path)
+    assert result.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in result.headers["content-security-policy"]

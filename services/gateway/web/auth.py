@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlsplit
 
 import falcon
 
@@ -15,8 +16,14 @@ LOGIN_COOKIE = "gaze_login_csrf"
 
 
 def _safe_next(target) -> str:
-    if isinstance(target, str) and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    """`target` when it is a path on this site, else "/". Browsers drop tabs and newlines from a URL and
+    read a backslash as a slash, so "/\t/evil.example" or "/\\evil.example" would leave the site: any
+    control character, space or backslash refuses it, as does anything with a scheme or a host."""
+    if (isinstance(target, str) and target.startswith("/") and not target.startswith("//")
+            and not any(ch <= " " or ch == "\x7f" or ch == "\\" for ch in target)):
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return "/"
 
 
