@@ -70,6 +70,12 @@ def test_regenerate_in_settings_gives_a_key_that_works_and_kills_the_old_one(sta
     old_key = stack.key
     page.goto(stack.url + "/settings")
     expect(page.locator("h2#api-key-title")).to_have_text("REST API Key")
+    asked = []   # it asks first, as Revoke does: declining keeps the key
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("button:has-text('Regenerate')")
+    assert asked and "stops working" in asked[0]
+    assert stack.get("/api/v1/presets", headers={"X-API-Key": old_key}).status_code == 200
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("button:has-text('Regenerate')")
     new_key = page.locator("#new-api-key").input_value()
     assert new_key.startswith("gz_") and new_key != old_key

@@ -122,3 +122,9 @@ def test_no_page_may_be_framed_by_another_site(client, path):
     result = admin_get(client, path)
     assert result.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in result.headers["content-security-policy"]
+
+
+def test_every_page_names_its_icon_and_the_icon_is_served(client):
+    assert '<link rel="icon" type="image/svg+xml" href="/assets/favicon.svg">' in admin_get(client, "/queue").text
+    icon = client.simulate_get("/assets/favicon.svg")
+    assert icon.status_code == 200 and icon.text.startswith("<svg")
