@@ -13,14 +13,11 @@ called, it costs the broker and the database at most one round trip each per pro
 """
 from __future__ import annotations
 
-import threading
-import time
-
 import falcon
 from nameko.exceptions import RpcTimeout
 
 from services.gateway.ops.auth import bearer_ok
-from services.gateway.ops.probes import ProbeTimeout, run_bounded
+from services.gateway.ops.probes import ProbeTimeout, Reused, run_bounded
 from services.gateway.stores.rpc import ServiceUnavailable
 from shared.contracts.jobs import JobsClient
 
@@ -55,20 +52,17 @@ class Readiness:
     def __init__(self, probes, status_interval_seconds: float, cache_seconds: float = READINESS_CACHE_SECONDS):
         self.probes = probes
         self.stale_after = 3 * status_interval_seconds
-        self.cache_seconds = cache_seconds
-        self._lock = threading.Lock()
-        self._answer, self._answered_at = None, float("-inf")
+        self._answer = Reused(self._check_or_report_the_bug, cache_seconds)
 
     def current(self) -> tuple[bool, dict]:
         """check()'s answer, at most `cache_seconds` old; callers arriving during a check wait for it."""
-        with self._lock:
-            if self._answer is None or time.monotonic() - self._answered_at >= self.cache_seconds:
-                try:
-                    self._answer = self.check()
-                except Exception as exc:  # a bug in the checks themselves: still an honest 503, never a 500
-                    self._answer = False, {"readiness": _failed(describe_error(exc, self.probes.timeout))}
-                self._answered_at = time.monotonic()
-            return self._answer
+        return self._answer.get()
+
+    def _check_or_report_the_bug(self) -> tuple[bool, dict]:
+        try:
+            return self.check()
+        except Exception as exc:  # a bug in the checks themselves: still an honest 503, never a 500
+            return False, {"readiness": _failed(describe_error(exc, self.probes.timeout))}
 
     def check(self) -> tuple[bool, dict]:
         timeout = self.probes.timeout

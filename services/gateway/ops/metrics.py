@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 
 import falcon
@@ -32,7 +31,7 @@ from shared.contracts.jobs import JobsClient
 from services.gateway.errors import ApiError
 from services.gateway.ops.auth import bearer_ok
 from services.gateway.ops.health import OUTER_SLACK_SECONDS, describe_error, replica_state
-from services.gateway.ops.probes import run_bounded
+from services.gateway.ops.probes import Reused, run_bounded
 
 log = logging.getLogger(__name__)
 
@@ -98,25 +97,22 @@ class DependencyCollector:
     def __init__(self, probes, status_interval_seconds: float, cache_seconds: float = SOURCES_CACHE_SECONDS):
         self.probes = probes
         self.stale_after = 3 * status_interval_seconds
-        self.cache_seconds = cache_seconds
-        self._lock = threading.Lock()
-        self._outcomes, self._read_at = None, float("-inf")
+        self._sources = Reused(self._read_sources, cache_seconds)
 
     def describe(self):
         return []  # nothing to ask at registration time: collect() does I/O
 
     def outcomes(self) -> dict:
-        with self._lock:
-            if self._outcomes is None or time.monotonic() - self._read_at >= self.cache_seconds:
-                self._outcomes = run_bounded({"jobs": lambda: JobsClient(self.probes).metrics(),
-                                              "broker": lambda: self.probes.queue_depth(events.WORK_QUEUE.name)},
-                                             self.probes.timeout + OUTER_SLACK_SECONDS)
-                self._read_at = time.monotonic()
-                for source, outcome in self._outcomes.items():
-                    if not outcome.ok:
-                        log.warning("metrics: %s unavailable: %s", source,
-                                    describe_error(outcome.error, self.probes.timeout))
-            return self._outcomes
+        return self._sources.get()
+
+    def _read_sources(self) -> dict:
+        outcomes = run_bounded({"jobs": lambda: JobsClient(self.probes).metrics(),
+                                "broker": lambda: self.probes.queue_depth(events.WORK_QUEUE.name)},
+                               self.probes.timeout + OUTER_SLACK_SECONDS)
+        for source, outcome in outcomes.items():
+            if not outcome.ok:
+                log.warning("metrics: %s unavailable: %s", source, describe_error(outcome.error, self.probes.timeout))
+        return outcomes
 
     def collect(self):
         outcomes = self.outcomes()

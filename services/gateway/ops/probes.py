@@ -97,3 +97,22 @@ def run_bounded(calls: dict[str, Callable[[], Any]], timeout: float) -> dict[str
         else:
             result[name] = Outcome(error=ProbeTimeout(f"no answer within {timeout:g} s"), seconds=timeout)
     return result
+
+
+class Reused:
+    """`compute()`'s answer, at most `seconds` old. Callers arriving while it computes wait for that answer
+    instead of computing their own: however often an operations endpoint is called, its sources are asked
+    at most once per interval per process."""
+
+    def __init__(self, compute: Callable[[], Any], seconds: float):
+        self.compute = compute
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._value, self._computed_at = None, float("-inf")
+
+    def get(self):
+        with self._lock:
+            if time.monotonic() - self._computed_at >= self.seconds:
+                self._value = self.compute()
+                self._computed_at = time.monotonic()
+            return self._value
