@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e .
 	touch $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
-	$(VENV)/bin/pip install --quiet -e ".[test,diffusers]"
+# the Python client (clients/python, its own package) for its tests
+$(TEST_STAMP): $(STAMP) clients/python/pyproject.toml
+	$(VENV)/bin/pip install --quiet -e ".[test,diffusers]" -e ./clients/python
 	touch $(TEST_STAMP)
 
 install: $(STAMP)

@@ -279,10 +279,12 @@ class Stack:
         run_dir.mkdir(parents=True, exist_ok=True)
         init = subprocess.run([str(GAZE), "init"], cwd=ROOT, env=self.env, capture_output=True, text=True,
                               timeout=120)
-        match = re.search(r"API key \(shown once\): (gz_\S+)", init.stdout)
-        if init.returncode or not match:
+        # stdout is not a terminal, so the new key is in the owner-only secrets file it names
+        match = re.search(r"written to a file only you can read:\n\s+(\S[^\n]*)\n", init.stdout)
+        keys = re.findall(r"^API key: (gz_\S+)$", Path(match.group(1)).read_text(), re.MULTILINE) if match else []
+        if init.returncode or not keys:
             raise SystemExit(f"gaze init failed:\n{init.stdout}\n{init.stderr}")
-        self.key = match.group(1)
+        self.key = keys[-1]
         self.session.headers.update({"X-API-Key": self.key, "Content-Type": "application/json"})
         self._add_presets()
         for name in ("presets", "jobs"):

@@ -167,19 +167,69 @@ def initialise(settings):
     return key, password
 
 
+SECRETS_FILE_NAME = "first-start-secrets.txt"
+
+
+def secrets_path(settings) -> Path:
+    """Where secrets made by `gaze init` / `gaze up` go when standard output is not a terminal."""
+    if settings.secrets_file:
+        return Path(settings.secrets_file).absolute()   # not resolved: a symlink there is refused, not followed
+    return Path(settings.run_dir) / SECRETS_FILE_NAME
+
+
+def write_secrets_file(path: Path, lines, made_by: str) -> None:
+    """Append `lines` to `path`, a file only its owner may read or write: created 0600, set back to 0600
+    if it existed with more, never written through a symlink. Appended, not replaced: a secret made
+    earlier (the key, when only the password is new now) stays readable until the owner deletes the file."""
+    from datetime import datetime, timezone
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(fd, 0o600)
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.write(f"# {when}, made by `{made_by}`: shown only here; keep them safe, then delete this file\n")
+        out.writelines(f"{line}\n" for line in lines)
+
+
+def show_secrets(settings, made_by: str, key: str | None, password: str | None) -> None:
+    """The API key and admin password made just now. Printed when standard output is a terminal; anywhere
+    else (docker compose logs, a redirected stdout) the output outlives the moment, so they go to an
+    owner-only file (secrets_path) and only its path is printed."""
+    made = [(label, value, hint) for label, value, hint in (
+        ("API key", key, "`gaze api-key regenerate` makes a new one"),
+        ("Web UI admin password", password, "`gaze admin-password` sets a new one"),
+    ) if value]
+    if not made:
+        return
+    if sys.stdout.isatty():
+        for label, value, hint in made:
+            print(f"Your {label} (shown once; {hint}):")
+            print(f"    {value}")
+        return
+    path = secrets_path(settings)
+    try:
+        write_secrets_file(path, [f"{label}: {value}" for label, value, _ in made], made_by)
+    except OSError as exc:
+        raise SystemExit(f"could not write {path} ({exc.strerror}); set GAZE_SECRETS_FILE to a writable path,"
+                         f" or run `gaze api-key regenerate` and `gaze admin-password` in a terminal") from None
+    print(f"New {' and '.join(label for label, _, _ in made)}: not printed (standard output is not a terminal,"
+          f" and a log keeps what it is given); written to a file only you can read:")
+    print(f"    {path}")
+    print(f"Read it with `cat {path}`, keep them somewhere safe, then delete the file.")
+
+
 def cmd_init(args):
     """The one-shot set-up step of a deployment (docker compose's `migrate` service)."""
     from shared import config
 
-    key, password = initialise(config.load())
-    if key:
-        print(f"API key (shown once): {key}")
-    if password:
-        print(f"Web UI admin password (shown once): {password}")
+    settings = config.load()
+    key, password = initialise(settings)
+    show_secrets(settings, "gaze init", key, password)
 
 
 def cmd_up(args):
-    """Migrate, make sure an API key exists (print it the first time), then supervise every process."""
+    """Migrate, make sure an API key exists (show it the first time), then supervise every process."""
     from shared import config
 
     settings = config.load()
@@ -191,16 +241,11 @@ def cmd_up(args):
     print(bar)
     print(f"GAZE is starting on {settings.public_url}  ({args.generators} generator replica(s), "
           f"backend: {settings.backend}, media store: {settings.media_store})")
-    if key:
-        print("Your API key (shown once; `gaze api-key regenerate` makes a new one):")
-        print(f"    {key}")
-    else:
+    show_secrets(settings, "gaze up", key, password)
+    if not key:
         print("API key: already created earlier; run `gaze api-key regenerate` for a new one.")
-    if password:
-        print("Web UI admin password (shown once; `gaze admin-password` sets a new one):")
-        print(f"    {password}")
-    elif not settings.admin_password:
-        print("Web UI: log in with the admin password printed at first start (or run `gaze admin-password`).")
+    if not password and not settings.admin_password:
+        print("Web UI: log in with the admin password shown at first start (or run `gaze admin-password`).")
     print("Stop with Ctrl-C.")
     print(bar, flush=True)
     # what supervisord.conf reads (%(ENV_GAZE_...)s) and every process it starts inherits: the run
@@ -216,7 +261,7 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if needed and apply every service's migrations")
     sub.add_parser("init", help="migrate, create the S3 bucket (GAZE_MEDIA_STORE=s3), the API key and admin "
-                                "password if missing (printed once)")
+                                "password if missing (shown once: on a terminal, else in an owner-only file)")
     keys = sub.add_parser("api-key", help="manage the REST API key")
     keys.add_argument("action", choices=["regenerate", "ensure"])
     admin = sub.add_parser("admin-password", help="set the web UI admin password (random and printed, or --stdin)")

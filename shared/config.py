@@ -96,12 +96,26 @@ class Settings:
     # it (services/gateway/gunicorn_conf.py); `gaze up` hands it on to the processes it starts
     run_dir: str = setting(str(ROOT / "var" / "run"), parse=resolved_path)
     admin_password: str = setting("", repr=False)  # `gaze init` / `gaze up`: the web UI's password; "" = generate one
+    # where `gaze init` / `gaze up` write the secrets they make when standard output is not a terminal
+    # (owner-only file, operations/cli.py); "" = <run_dir>/first-start-secrets.txt. Not resolved: a symlink
+    # there is refused when the file is opened, never followed
+    secrets_file: str = setting("", parse=stripped)
     # gateway
     gateway_workers: int = 2
     gateway_threads: int = 8
     rpc_timeout: float = 10.0
     max_body_bytes: int = 64 * 1024
-    metrics_token: str = ""                 # "" = /metrics open (keep it off the public network); else a bearer token
+    # the Python client's sources the gateway builds its served wheel from (web/client_wheel.py); "" = the
+    # checkout's clients/python (the deployment image copies them to /app/clients/python and sets this)
+    client_source: str = setting("", parse=stripped)
+    metrics_token: str = ""                 # "" = /metrics only to loopback callers; else a bearer token (ops/auth.py)
+    # fault injection for tests, never on in production: the first N generate requests of each API key name
+    # (per gateway process) answer 503 as if the broker failed, after their jobs were created (generation.py)
+    fault_generate_503_after_create: int = 0
+    # cookies are Secure when the request came over https; with this on, also when X-Forwarded-Proto (or
+    # Forwarded proto=) says https: only behind a proxy that sets it and strips clients' own
+    trust_proxy_headers: bool = setting(False, parse=flag)
+    admin_idle_seconds: float = 7200.0      # a web UI session unused this long is logged out (stores/admin.py)
     # gateway rate limits (services/gateway/stores/rate_limit.py): "<n>/<second|minute|hour|day>"; "" or "0" = off
     rate_limit_submit: str = setting("60/minute", parse=stripped)        # POST /api/v1/generate/<slug>, per API key
     rate_limit_read: str = setting("", parse=stripped)                   # polls and the presets list, per API key; off: no Redis round trip
@@ -215,6 +229,8 @@ def _checked(settings: Settings) -> Settings:
     if settings.webhook_timeout_seconds <= 0 or settings.webhook_poll_seconds <= 0 or settings.webhook_concurrency < 1:
         raise ValueError("GAZE_WEBHOOK_TIMEOUT_SECONDS, GAZE_WEBHOOK_POLL_SECONDS and GAZE_WEBHOOK_CONCURRENCY"
                          " must be positive")
+    if settings.admin_idle_seconds <= 0:
+        raise ValueError("GAZE_ADMIN_IDLE_SECONDS must be positive")
     if settings.media_store not in ("local", "s3"):
         raise ValueError(f"GAZE_MEDIA_STORE must be local or s3, not {settings.media_store!r}")
     if settings.media_store == "s3" and not settings.s3_bucket:

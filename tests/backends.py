@@ -7,6 +7,7 @@ The prompt says what the job does, so one stack serves every case:
 - "hang": block for good, with no sign of life;
 - "crash-exit": `os._exit(3)` (a C extension calling exit); "crash-segv": SIGSEGV to itself;
 - "crash-once:<path>": crash unless <path> exists (created first), so the retry succeeds;
+- "fail": fail at once with a readable error (a BackendError), as a bad checkpoint does;
 - "slow:<seconds>": that long in 20 steps, stopping when cancelled;
 - "stubborn:<seconds>": that long, reporting steps but ignoring a cancel (only a kill stops it).
 
@@ -23,7 +24,8 @@ from pathlib import Path
 import requests
 
 from services.generator.backends.preview import PreviewBackend, render
-from services.generator.backends.base import GeneratedImage, JobCancelled, as_context, encode_png, png_metadata
+from services.generator.backends.base import (BackendError, GeneratedImage, JobCancelled, as_context, encode_png,
+                                              png_metadata)
 
 log = logging.getLogger("tests.backends")
 
@@ -51,6 +53,8 @@ class ScriptedBackend:
             log.info("hanging for good")
             while True:
                 time.sleep(3600)
+        if "fail" in prompt.split():
+            raise BackendError("scripted failure")
         if "crash-exit" in prompt:
             os._exit(3)
         if "crash-segv" in prompt:

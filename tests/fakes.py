@@ -101,8 +101,8 @@ class FakeRpc:
     def jobs_get_many(self, job_ids):
         return [self.jobs[job_id] for job_id in job_ids if job_id in self.jobs]
 
-    def jobs_list(self, limit=50):
-        return list(self.jobs.values())[:limit]
+    def jobs_list(self, limit=50, status=None):
+        return [job for job in self.jobs.values() if status in (None, job["status"])][:limit]
 
     # --- webhooks (the settings page) -----------------------------------------------------------------
     def webhooks_secret(self, key_name):

@@ -96,16 +96,32 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+SECRETS_FILE_LINE = re.compile(r"written to a file only you can read:\n\s+(\S[^\n]*)\n")
+
+
+def secrets_from_file(path: Path) -> dict:
+    """{label: value} of the owner-only file `gaze init` / `gaze up` write their new secrets to when standard
+    output is not a terminal (operations/cli.py: show_secrets); the latest of each label. Fails unless the
+    file is readable by its owner alone."""
+    mode = path.stat().st_mode & 0o777
+    assert mode == 0o600, f"{path} has mode {oct(mode)}, not 0o600"
+    return dict(re.findall(r"^(API key|Web UI admin password): (\S+)$", path.read_text(), re.MULTILINE))
+
+
 def _read_key(log: Path, proc, deadline):
+    """The API key `gaze up` made: its stdout is a file here, so the log names the secrets file instead of
+    printing the key."""
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        match = re.search(r"Your API key.*\n\s+(gz_\S+)", text)
+        match = SECRETS_FILE_LINE.search(text)
         if match:
-            return match.group(1)
+            key = secrets_from_file(Path(match.group(1)))["API key"]
+            assert key not in text, "the API key is in the stack's log"
+            return key
         if proc.poll() is not None:
             raise AssertionError(f"gaze up exited early:\n{text}")
         time.sleep(0.2)
-    raise AssertionError(f"no API key printed:\n{log.read_text()}")
+    raise AssertionError(f"no secrets file named in the log:\n{log.read_text()}")
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from services.gateway.api.media import StoreMediaRoute
 from services.gateway.stores.preset_lookup import PresetLookup
 from services.gateway.api.resources import (GenerateResource, JobCancelResource, JobEventsResource, JobResource,
                                             JobsResource, KeyEventsResource, PresetsResource)
+from services.gateway.web import client_wheel
 from services.gateway.web import routes as web_routes
 from services.gateway.web.render import ASSETS_PREFIX, error_page
 from services.gateway.web.headers import NoFraming
@@ -67,5 +68,6 @@ def create_app(settings, rpc, keys, admin, probes, view=None, preset_view=None,
         app.add_static_route(URL_PREFIX, str(media_root))
     else:
         StoreMediaRoute(media).mount(app)  # the same URLs, streamed from the object store
-    web_routes.mount(app, settings, rpc, keys, admin, jobs)
+    web_routes.mount(app, settings, rpc, keys, admin, jobs, presets)
+    client_wheel.mount(app, settings)   # GET /client: the Python client's wheel (public)
     return app

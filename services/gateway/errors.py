@@ -70,6 +70,14 @@ def _media_unavailable(req, resp, exc, params):
                    headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
+def _service_unavailable(req, resp, exc, params):
+    """The broker, a service or the database is down: the body is the exception's fixed public sentence,
+    its cause (hosts, exception text) only in the log."""
+    log.warning("503 on %s %s: %s", req.method, req.path, getattr(exc, "detail", exc))
+    raise ApiError(falcon.HTTP_503, getattr(exc, "public", None) or "a service is unavailable; try again shortly",
+                   headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
 def _rate_limited(req, resp, exc, params):
     raise ApiError(falcon.HTTP_429, str(exc), headers={"Retry-After": str(exc.retry_after)})
 
@@ -89,7 +97,7 @@ HANDLERS = [
     (InvalidField, _raise(falcon.HTTP_400, str, lambda e: e.field)),
     (Conflict, _raise(falcon.HTTP_409, str, lambda e: e.field)),
     (RpcTimeout, _raise(falcon.HTTP_504, lambda e: "a backend service did not answer in time")),
-    (ServiceUnavailable, _raise(falcon.HTTP_503, lambda e: str(e), headers={"Retry-After": RETRY_AFTER_SECONDS})),
+    (ServiceUnavailable, _service_unavailable),
     (psycopg.OperationalError, _outage),   # PoolTimeout included: the gateway's own Postgres (API keys, admin)
     (redis.exceptions.ConnectionError, _outage),
     (redis.exceptions.TimeoutError, _outage),

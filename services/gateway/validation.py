@@ -60,10 +60,14 @@ def read_json_object(req, limit: int) -> dict:
     return data
 
 
+def generate_context(settings) -> dict:
+    """The operator's limits GenerateRequest's validators read (its validation context)."""
+    return {"max_dimension": settings.max_dimension, "max_prompt_chars": settings.max_prompt_chars}
+
+
 def generate_request(data: dict, settings) -> GenerateRequest:
     try:
-        return GenerateRequest.model_validate(
-            data, context={"max_dimension": settings.max_dimension, "max_prompt_chars": settings.max_prompt_chars})
+        return GenerateRequest.model_validate(data, context=generate_context(settings))
     except ValidationError as exc:
         field, message = first_error(exc)
         raise ApiError(falcon.HTTP_400, f"{field}: {message}", field) from None

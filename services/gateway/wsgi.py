@@ -21,7 +21,7 @@ app = create_app(
     settings,
     rpc=rpc,
     keys=ApiKeyStore(_pool, settings.redis_url, settings.redis_prefix),
-    admin=AdminStore(_pool),
+    admin=AdminStore(_pool, settings.admin_idle_seconds),
     probes=Probes.from_settings(settings, _pool),
     view=view,
     preset_view=PresetView(settings.redis_url, settings.redis_prefix),

@@ -10,7 +10,9 @@ Replica → worker: ("init", settings dict, replica name) first, then ("job", jo
 ("ping", n), ("health",), ("stop",).
 Worker → replica: ("ready", info) | ("fatal", reason) once, then ("started", job_id), ("progress", job_id,
 value, max), ("alive", job_id), ("handle", job_id, handle), ("done", job_id, png, width, height, metadata,
-seconds), ("failed", job_id, reason, crashed), ("pong", n), ("health", ok, detail, checkpoints).
+seconds), ("failed", job_id, reason, crashed, detail), ("pong", n), ("health", ok, detail, checkpoints).
+A failure's `reason` is the job's public error (what its client reads: nothing internal), its `detail`
+the operator's (services/generator/backends/base.py `Reason`).
 """
 from __future__ import annotations
 

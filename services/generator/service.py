@@ -15,6 +15,7 @@ from shared.contracts.jobs import JobsClient
 from shared.config import from_nameko
 from shared.media import MediaStore, image_relative_path
 from services.generator.backends import BackendError
+from services.generator.backends.base import public_text
 from services.generator.replica import GpuWorker, replica_name
 from services.generator.supervisor import JobCancelledByClient, WorkerLost
 
@@ -134,17 +135,19 @@ class GeneratorService:
                 return
             max_attempts = from_nameko(self.config).max_attempts
             if claim.attempt >= max_attempts:
-                self._fail(order.job_id, f"{exc}; gave up after {claim.attempt} attempts")
+                gave_up = f"; gave up after {claim.attempt} attempts"
+                self._fail(order.job_id, exc.public + gave_up, exc.detail + gave_up)
                 return
             raise
         except BackendError as exc:
             if self._may_run(order, claim):
-                self._fail(order.job_id, str(exc))
+                self._fail(order.job_id, exc.public, exc.detail)
         except Exception:  # a bug must still end the job, with a line in the log to fix it from
             if self._may_run(order, claim):
                 log.exception("job %s: backend crashed", order.job_id,
                               extra={"job_id": order.job_id, "replica": self.replica, "attempt": claim.attempt})
-                self._fail(order.job_id, "internal generator error (details in the generator's log)")
+                self._fail(order.job_id, "internal generator error (the generator's log has the details under "
+                                         "this job's id)")
         else:
             if completed is None:
                 return
@@ -189,6 +192,11 @@ class GeneratorService:
                                    seed=spec.seed, width=image.width, height=image.height,
                                    generation_seconds=round(seconds, 4), metadata=image.metadata)
 
-    def _fail(self, job_id, error):
-        log.warning("job %s: failed: %s", job_id, error, extra={"job_id": job_id, "replica": self.replica})
+    def _fail(self, job_id, error, detail=None):
+        """The job failed: its client reads `error` (nothing internal: URLs, paths and host:port pairs a
+        plugged-in backend's words might carry are masked here, the last step), the log has `detail`, the
+        operator's words (the server, the cause, the file), under the job id."""
+        error = public_text(error)
+        log.warning("job %s: failed: %s", job_id, detail or error,
+                    extra={"job_id": job_id, "replica": self.replica, "error": error})
         self.dispatch(events.JOB_FAILED, events.JobFailed(job_id=job_id, replica=self.replica, error=error).model_dump())

@@ -18,6 +18,10 @@ worker unchanged; a started one raises WorkerLost (the service retries it up to 
 running past GAZE_JOB_TIMEOUT_SECONDS (counted from its start) is cancelled; if it has not ended
 KILL_GRACE_SECONDS later, its worker is killed. Either way it fails with JobTimedOut. Whatever a killed
 worker left on its engine (ComfyUI prompts, queued or running) is removed by the replica itself.
+
+Each of these failures is said twice (services/generator/backends/base.py `Reason`): what the job's client
+reads (WORKER_CRASHED, ...: nothing about signals, settings or processes they cannot act on) and the
+operator's detail ("the worker process exited unexpectedly (killed by SIGSEGV)"), logged under the job id.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from eventlet.queue import Empty, LightQueue
 
 from services.generator import ipc
 from services.generator.backends import BackendError, GeneratedImage, remove_orphans
+from services.generator.backends.base import Reason
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]       # so the worker imports this checkout's packages
@@ -50,8 +55,23 @@ STATES = ("starting", "idle", "busy", "stuck", "restarting", "stopped")
 SERVING = ("idle", "busy")
 
 
+# what a job's client reads when its worker went away under it (the reason why is the operator's detail)
+WORKER_CRASHED = "the generator's worker process crashed while running the job"
+WORKER_STALLED = "the generator's worker process stopped responding while running the job"
+WORKER_REPLACED = "the generator's worker process was replaced while running the job"
+
+
 class WorkerLost(Exception):
-    """The worker process died or stalled while running this job: a retry may well succeed."""
+    """The worker process died or stalled while running this job: a retry may well succeed. Its str and
+    `public` are what the job's client reads, `detail` why the worker went (for the log)."""
+
+    def __init__(self, public: str, detail: str | None = None):
+        super().__init__(public)
+        self.public = public
+        self.detail = detail if detail is not None else public
+
+    def __reduce__(self):
+        return type(self), (self.public, self.detail)
 
 
 class JobTimedOut(BackendError):
@@ -97,7 +117,8 @@ class Incarnation:
     last_life: float = field(default_factory=time.monotonic)
     ping_sent: float | None = None
     pings: int = 0
-    kill_reason: str | None = None
+    kill_reason: str | None = None      # the operator's words (the replica's state detail, the log)
+    kill_public: str = WORKER_CRASHED   # what a job that was running in it says
     kill_state: str = "restarting"
 
 
@@ -244,11 +265,11 @@ class WorkerSupervisor:
             if ticket.cancel_reason == CLIENT_CANCEL:
                 raise JobCancelledByClient(job_id)   # even when it finished meanwhile: its image is dropped
             if ticket.cancel_reason == "timeout" and kind != "done":
-                raise JobTimedOut(self.timeout_message())
+                raise JobTimedOut(*self.timed_out())
             if kind == "lost":
-                raise WorkerLost(fields[0])
-            if kind == "failed":
-                raise BackendError(fields[0])
+                raise WorkerLost(*fields[:2])
+            if kind == "failed":    # (public, crashed[, detail])
+                raise BackendError(fields[0], fields[2] if len(fields) > 2 else None)
             png, width, height, metadata, seconds = fields
             return GeneratedImage(png, width, height, metadata), seconds
         finally:
@@ -274,9 +295,9 @@ class WorkerSupervisor:
         elif ticket.worker is not None:
             self._send(ticket.worker, ("cancel", job_id))
 
-    def timeout_message(self) -> str:
-        return (f"the job exceeded its time limit of {self.settings.job_timeout_seconds:g} s "
-                f"(GAZE_JOB_TIMEOUT_SECONDS) and was stopped")
+    def timed_out(self) -> Reason:
+        limit = f"the job exceeded its time limit of {self.settings.job_timeout_seconds:g} s"
+        return Reason(f"{limit} and was stopped", f"{limit} (GAZE_JOB_TIMEOUT_SECONDS) and was stopped")
 
     def _send_job(self, worker, ticket):
         if not any(t.worker is worker for t in self.tickets.values()):
@@ -300,7 +321,8 @@ class WorkerSupervisor:
             pass
         except Exception:   # a message we cannot read: the stream cannot be trusted any more
             log.exception("unreadable message from the worker process", extra={"replica": self.replica})
-            worker.kill_reason = worker.kill_reason or "the worker process sent an unreadable message"
+            if worker.kill_reason is None:
+                worker.kill_reason = "the worker process sent an unreadable message"
         self._worker_gone(worker)
 
     def _on_message(self, worker, message):
@@ -346,9 +368,10 @@ class WorkerSupervisor:
         for ticket in handed:
             ticket.worker = None
             if ticket.cancel_reason == "timeout":
-                ticket.inbox.put(("failed", self.timeout_message(), False))
+                public, detail = self.timed_out()
+                ticket.inbox.put(("failed", public, False, detail))
             elif ticket.started_at is not None:
-                ticket.inbox.put(("lost", reason))
+                ticket.inbox.put(("lost", worker.kill_public, reason))
             elif ticket.cancel_reason is not None:
                 ticket.inbox.put(("failed", f"cancelled: {ticket.cancel_reason}", False))
             else:
@@ -386,24 +409,26 @@ class WorkerSupervisor:
                 elif (ticket.cancel_reason is not None and ticket.cancelled_at is not None
                       and now - ticket.cancelled_at > KILL_GRACE_SECONDS):
                     self._kill(worker, "restarting", f"job {ticket.job_id} did not stop within "
-                                                     f"{KILL_GRACE_SECONDS:g} s of its cancel")
+                                                     f"{KILL_GRACE_SECONDS:g} s of its cancel", WORKER_REPLACED)
                     break
             else:
                 if held and now - worker.last_life > stall:
                     self._kill(worker, "stuck", f"the worker showed no sign of life for {now - worker.last_life:.0f} s "
-                                                f"while running a job (GAZE_WORKER_STALL_SECONDS={stall:g})")
+                                                f"while running a job (GAZE_WORKER_STALL_SECONDS={stall:g})",
+                               WORKER_STALLED)
                 elif not held:
                     if worker.ping_sent is not None and now - worker.ping_sent > stall:
-                        self._kill(worker, "stuck", f"the idle worker did not answer a ping for {stall:g} s")
+                        self._kill(worker, "stuck", f"the idle worker did not answer a ping for {stall:g} s",
+                                   WORKER_STALLED)
                     elif worker.ping_sent is None and now - worker.last_life > PING_INTERVAL:
                         worker.ping_sent, worker.last_life = now, now
                         worker.pings += 1
                         self._send(worker, ("ping", worker.pings))
 
-    def _kill(self, worker, state, reason):
+    def _kill(self, worker, state, reason, public):
         """Kill the worker (SIGKILL: a stuck process may ignore anything else); the reader then sees its
-        end and hands its jobs on."""
-        worker.kill_reason = reason
+        end and hands its jobs on. `reason` is the operator's, `public` what a job running in it says."""
+        worker.kill_reason, worker.kill_public = reason, public
         log.error("killing worker process %d: %s", worker.process.pid, reason,
                   extra={"replica": self.replica, "worker_pid": worker.process.pid})
         self._set_state(state, reason)

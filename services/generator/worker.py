@@ -30,6 +30,8 @@ from services.generator import ipc
 
 log = logging.getLogger("services.generator.worker")
 ALIVE_INTERVAL = 1.0    # at most one "alive" message a second per job: the replica needs no more
+# a job's error when the backend raised something else than a BackendError (a bug): the traceback is logged
+CRASHED = "the image backend failed unexpectedly (the generator's log has the details under this job's id)"
 
 
 class Link:
@@ -131,17 +133,17 @@ class Worker:
             seconds = time.monotonic() - (job.started_at or time.monotonic())
             self.link.send("done", job.job_id, image.png, image.width, image.height, image.metadata, seconds)
         except BackendError as exc:
-            self._send_failed(job, str(exc), crashed=False)
+            self._send_failed(job, str(exc), crashed=False, detail=getattr(exc, "detail", str(exc)))
         except Exception as exc:  # a bug must still end the job, with a line in the log to fix it from
             log.exception("job %s: the backend crashed", job.job_id, extra={"job_id": job.job_id})
-            self._send_failed(job, f"the image backend failed unexpectedly ({type(exc).__name__}; details in the "
-                                   f"generator's log)", crashed=True)
+            self._send_failed(job, CRASHED, crashed=True, detail=f"the backend crashed: {type(exc).__name__}: {exc}")
         finally:
             self.jobs.pop(job.job_id, None)
 
-    def _send_failed(self, job, reason, crashed):
+    def _send_failed(self, job, reason, crashed, detail):
+        """`reason` is the job's public error (BackendError.public), `detail` the operator's."""
         try:
-            self.link.send("failed", job.job_id, reason, crashed)
+            self.link.send("failed", job.job_id, reason, crashed, detail)
         except ipc.ChannelClosed:
             pass
 

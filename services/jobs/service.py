@@ -107,9 +107,12 @@ class JobsService:
     def get(self, job_id):
         return _public(self.store.get(job_id))
 
-    @rpc
-    def list(self, limit=50):
-        return [_public(row) for row in self.store.recent(min(int(limit), 500))]
+    @rpc(expected_exceptions=EXPECTED)
+    def list(self, limit=50, status=None):
+        """The newest jobs (at most 500), optionally only those with `status`."""
+        if status is not None and status not in STATES:
+            raise InvalidField("status", f"must be one of {', '.join(STATES)}")
+        return [_public(row) for row in self.store.recent(min(int(limit), 500), status)]
 
     @rpc(expected_exceptions=EXPECTED)
     def jobs_of(self, owner, status=None, preset=None, since=None, limit=20, cursor=None):
@@ -259,7 +262,9 @@ class JobsService:
                 order = events.WorkOrder(job_id=row["id"], spec=row["spec"], created_at=float(row["created_at"]))
                 self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
             else:
-                log.warning("job %s: failed: %s", row["id"], row["error"], extra={"job_id": row["id"]})
+                log.warning("job %s: failed: %s (replica %s; GAZE_STUCK_JOB_SECONDS=%g)", row["id"], row["error"],
+                            row.get("replica") or "unknown", settings.stuck_job_seconds,
+                            extra={"job_id": row["id"], "replica": row.get("replica")})
                 self._announce(row)
 
     # --- webhooks ---------------------------------------------------------------------------------

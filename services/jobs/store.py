@@ -15,6 +15,9 @@ VIEW = """id::text AS id, preset_slug, label, spec, seed, status, error, result,
           progress_value, progress_max, owner, webhook, webhook_events, announced_status,
           extract(epoch FROM created_at) AS created_at, extract(epoch FROM started_at) AS started_at,
           extract(epoch FROM finished_at) AS finished_at"""
+# VIEW renames columns (id, created_at, ...) to their text / epoch forms: an ORDER BY of such a name sorts
+# by the renamed expression, which no index holds (a sort of every matching row); the queries below order
+# by the table's own columns, `jobs.created_at`, so that they are read in order from an index.
 
 
 VIEW_COLUMNS = ("id, preset_slug, label, spec, seed, status, error, result, attempts, replica, progress_value,"
@@ -85,7 +88,7 @@ class JobRepository:
             return conn.execute(
                 "SELECT id::text AS id, spec, extract(epoch FROM created_at)::float8 AS created_at FROM jobs.jobs"
                 " WHERE dispatched_at IS NULL AND status = 'pending'"
-                " AND created_at < now() - make_interval(secs => %s) ORDER BY created_at LIMIT %s",
+                " AND created_at < now() - make_interval(secs => %s) ORDER BY jobs.created_at LIMIT %s",
                 (older_than_seconds, limit),
             ).fetchall()
 
@@ -96,9 +99,14 @@ class JobRepository:
             raise NotFound("job", job_id)
         return row
 
-    def recent(self, limit: int) -> list[dict]:
+    def recent(self, limit: int, status=None) -> list[dict]:
+        """The newest jobs, optionally only those with `status` (the web UI's queue page and its filter)."""
         with self.pool.connection() as conn:
-            return conn.execute(f"SELECT {VIEW} FROM jobs.jobs ORDER BY created_at DESC LIMIT %s", (limit,)).fetchall()
+            if status is None:
+                return conn.execute(f"SELECT {VIEW} FROM jobs.jobs ORDER BY jobs.created_at DESC LIMIT %s",
+                                    (limit,)).fetchall()
+            return conn.execute(f"SELECT {VIEW} FROM jobs.jobs WHERE status = %s ORDER BY jobs.created_at DESC LIMIT %s",
+                                (status, limit)).fetchall()
 
     def owned(self, owner: str, limit: int, status=None, preset=None, since=None, before=None) -> list[dict]:
         """`owner`'s jobs, newest first (created_at, then id, descending), at most `limit`, optionally only
@@ -123,7 +131,7 @@ class JobRepository:
         with self.pool.connection() as conn:
             return conn.execute(
                 f"SELECT {VIEW}, (extract(epoch FROM created_at) * 1000000)::bigint AS created_us FROM jobs.jobs"
-                f" WHERE {' AND '.join(where)} ORDER BY created_at DESC, id DESC LIMIT %(limit)s", params).fetchall()
+                f" WHERE {' AND '.join(where)} ORDER BY jobs.created_at DESC, jobs.id DESC LIMIT %(limit)s", params).fetchall()
 
     def cancel(self, job_id) -> tuple[dict, str | None]:
         """Cancel the job if it has not ended; returns (the job after the call (VIEW), the status it had
@@ -181,21 +189,29 @@ class JobRepository:
                 " spec->>'prompt' AS prompt, spec->>'negative' AS negative, spec->>'checkpoint' AS checkpoint,"
                 " extract(epoch FROM finished_at)::float8 AS finished_at"
                 " FROM jobs.jobs WHERE preset_slug = %s AND status = 'done'"
-                " ORDER BY finished_at DESC LIMIT %s OFFSET %s",
+                " ORDER BY jobs.finished_at DESC LIMIT %s OFFSET %s",
                 (preset_slug, limit, offset),
             ).fetchall()
 
     def random_image_per_preset(self, preset_slugs: list[str]) -> dict:
         """{slug: relative_path} with one randomly chosen finished image for each slug that has any:
-        one query for a whole library page. Random per slug via a random sort inside each group."""
+        one query for a whole library page. Per slug, the first finished image whose id (a random UUID)
+        follows a fresh random UUID, or else the one with the smallest id (wrapping around): at most two
+        probes of jobs_done_by_preset_id per slug, whatever the number of images (not a random sort of
+        all of them). Every image can be drawn; one after a wider gap between ids a little more often."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT DISTINCT ON (preset_slug) preset_slug, result->>'relative_path' AS relative_path"
-                " FROM jobs.jobs WHERE status = 'done' AND preset_slug = ANY(%s)"
-                " ORDER BY preset_slug, random()",
+                "SELECT slug AS preset_slug, coalesce("
+                "  (SELECT result->>'relative_path' FROM jobs.jobs"
+                "    WHERE preset_slug = slug AND status = 'done' AND id >= pivot ORDER BY id LIMIT 1),"
+                "  (SELECT result->>'relative_path' FROM jobs.jobs"
+                "    WHERE preset_slug = slug AND status = 'done' ORDER BY id LIMIT 1)) AS relative_path"
+                # OFFSET 0: the pivot is drawn once per slug here, not inlined into the probes
+                " FROM (SELECT slug, gen_random_uuid() AS pivot FROM unnest(%s::text[]) AS slug"
+                "       OFFSET 0) AS wanted",
                 (list(preset_slugs),),
             ).fetchall()
-        return {row["preset_slug"]: row["relative_path"] for row in rows}
+        return {row["preset_slug"]: row["relative_path"] for row in rows if row["relative_path"] is not None}
 
     def claim(self, job_id: str, replica: str, redelivered: bool, max_attempts: int):
         """Reserve the job for `replica` (a new attempt). A job nobody has claimed is taken; a claimed one
@@ -319,10 +335,10 @@ class JobRepository:
                 "   status = CASE WHEN attempts < %(max)s THEN status ELSE 'failed' END,"
                 "   finished_at = CASE WHEN attempts < %(max)s THEN NULL ELSE now() END,"
                 "   error = CASE WHEN attempts < %(max)s THEN NULL ELSE"
-                "     'gave up after ' || attempts || ' attempts: the generator running this job (replica '"
-                "     || coalesce(replica, 'unknown') || ') showed no sign of life for '"
-                "     || round(extract(epoch FROM now() - last_seen_at)) || ' s (limit: '"
-                "     || %(stuck_text)s || ' s, GAZE_STUCK_JOB_SECONDS)' END,"
+                # what a client reads: no replica name (a host) nor setting; the jobs service logs both
+                "     'gave up after ' || attempts || ' attempts: the generator running this job showed no"
+                " sign of life for ' || round(extract(epoch FROM now() - last_seen_at)) || ' s (limit: '"
+                "     || %(stuck_text)s || ' s)' END,"
                 "   last_seen_at = now()"
                 " WHERE id IN (SELECT id FROM stuck)"
                 f" RETURNING {VIEW}, requeued",
@@ -343,9 +359,10 @@ class JobRepository:
             )
 
     def counts_by_status(self) -> dict:
-        """{status: number of jobs} for every status, zeros included: one GROUP BY."""
+        """{status: number of jobs} for every status, zeros included, from the counters the triggers of
+        migration 0011 keep on every insert, transition and delete: a few dozen rows, not a scan of jobs."""
         with self.pool.connection() as conn:
-            rows = conn.execute("SELECT status, count(*) AS n FROM jobs.jobs GROUP BY status").fetchall()
+            rows = conn.execute("SELECT status, sum(n)::bigint AS n FROM jobs.status_counts GROUP BY status").fetchall()
         counts = dict.fromkeys(STATUSES, 0)
         counts.update({row["status"]: row["n"] for row in rows})
         return counts

@@ -1,6 +1,7 @@
 """The web UI in a real browser: Debian's headless Chromium driven by Playwright, against the whole
 stack (a stack of their own: see conftest.py)."""
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -142,10 +143,26 @@ def test_generate_from_a_preset_page_and_covers_in_the_library(stack, page):
     page.goto(stack.url + "/presets/harbour")
     page.fill("#f-count", "2")
     page.fill("#f-extra_positive", "seagulls")
+    page.fill("#f-seed", "77")
     page.click("button:has-text('Generate')")
     expect(page.locator("[data-job-id]")).to_have_count(2)
+    # the form keeps what was sent, for the next batch
+    expect(page.locator("#f-count")).to_have_value("2")
+    expect(page.locator("#f-extra_positive")).to_have_value("seagulls")
+    expect(page.locator("#f-seed")).to_have_value("77")
     expect(page.locator("[data-gallery] .gallery-item")).to_have_count(2, timeout=30000)  # appear live
     expect(page.locator("[data-job-id][data-status=done]")).to_have_count(2)
+    # ... with the prompt, seed and checkpoint the page shows after a reload (job i has seed + i)
+    live = page.locator("[data-gallery] .gallery-item")
+    expect(live.locator(".gallery-prompt")).to_have_text(["boats in a harbour at dawn, seagulls"] * 2)
+    assert sorted(live.locator('[data-field="seed"]').all_inner_texts()) == ["77", "78"]
+    expect(live.first.locator(".facts")).to_contain_text("SDXL/sd_xl_base_1.0.safetensors")
+    live_html = [item.inner_html() for item in live.all()]
+    page.reload()
+    assert [item.inner_html() for item in page.locator("[data-gallery] .gallery-item").all()] == live_html
+    page.click("button[data-generate-reset]")                     # and goes back to the defaults on request
+    expect(page.locator("#f-extra_positive")).to_have_value("")
+    expect(page.locator("#f-count")).to_have_value("1")
     page.wait_for_timeout(500)   # let the live thumbnails finish loading
     shoot(page, "preset-page.png", full_page=True)
     images = [j for j in stack.get("/ui/jobs?recent=10", headers={},
@@ -204,3 +221,98 @@ def test_a_waiting_job_is_cancelled_from_the_queue_page(stack, page):
     finally:
         for job_id in ids:
             stack.post(f"/api/v1/job/{job_id}/cancel")
+
+
+def image_box(img):
+    """The rendered size of an <img> once loaded, its image's own size, and whether it lies in its frame."""
+    img.evaluate("img => img.complete && img.naturalWidth ? null : new Promise(ok => img.addEventListener('load', ok))")
+    return img.evaluate("""img => {
+        const box = img.getBoundingClientRect(), frame = img.parentElement.getBoundingClientRect();
+        return {width: box.width, height: box.height, natural: img.naturalWidth / img.naturalHeight,
+                inside: box.left >= frame.left - 0.5 && box.right <= frame.right + 0.5
+                        && box.top >= frame.top - 0.5 && box.bottom <= frame.bottom + 0.5};
+    }""")
+
+
+def assert_shown_whole(img):
+    box = image_box(img)
+    assert box["natural"] > 1.9, box                                        # a landscape image ...
+    assert abs(box["width"] / box["height"] - box["natural"]) < 0.05, box  # ... not cropped to the frame
+    assert box["inside"] and box["width"] > 100, box
+
+
+def test_a_form_names_every_bad_field_at_once_and_landscape_images_are_shown_whole(stack, page):
+    page.goto(stack.url + "/presets/new")
+    expect(page.locator("label:has(#f-slug) .required-mark")).to_be_visible()        # required, for the eye
+    assert page.locator("#f-name").evaluate("el => el.required")                      # ... and the browser
+    page.fill("#f-slug", "Wide View")
+    page.fill("#f-name", "")
+    page.fill("#f-width", "100")
+    page.fill("#f-steps", "500")
+    page.click("button:has-text('Create preset')")
+    summary = page.locator(".error-summary li")
+    expect(summary).to_have_text([
+        "Slug may use lowercase letters, digits, _ and - only, starting with a letter or digit (e.g. my_preset)",
+        "Name is required",
+        "Checkpoint is required",
+        "Width must be a multiple of 8 between 64 and 8192",
+        "Steps must be a whole number from 1 to 200",
+    ])
+    for field in ("slug", "name", "checkpoint", "width", "steps"):
+        expect(page.locator(f"#err-{field}")).to_be_visible()
+    expect(page.locator("#f-slug")).to_have_value("Wide View")                         # the input kept
+
+    page.fill("#f-slug", "wide_view")
+    page.fill("#f-name", "Wide view")
+    page.fill("#f-prompt", "a long beach")
+    page.select_option("#f-checkpoint", "Illustrious/model.safetensors")
+    page.fill("#f-width", "768")
+    page.fill("#f-height", "384")
+    page.fill("#f-steps", "20")
+    page.click("button:has-text('Create preset')")
+    expect(page.locator("h1")).to_have_text("Wide view")
+    generate_via_api(stack, "wide_view")
+    page.reload()
+    assert_shown_whole(page.locator("[data-gallery] .gallery-item img").first)
+    page.goto(stack.url + "/")
+    assert_shown_whole(page.locator(".card[data-slug=wide_view] img.cover"))
+
+
+def insert_failed_job(stack, error):
+    """A failed job as the jobs service records one (the preview backend of this stack never fails)."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    job_id = str(uuid.uuid4())
+    with psycopg.connect(stack.env["GAZE_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("INSERT INTO jobs.jobs (id, preset_slug, label, spec, seed, status, error, attempts, finished_at)"
+                     " VALUES (%s, 'example_01', 'Preset: Example – preview', %s, 1, 'failed', %s, 3, now())",
+                     (job_id, Jsonb({"preset_slug": "example_01"}), error))
+    return job_id
+
+
+def test_the_queue_shows_ids_a_status_filter_failed_jobs_errors_and_batches_in_order(stack, page):
+    failed = insert_failed_job(stack, "the generator could not reach its image backend; tried 3 times")
+    page.goto(stack.url + "/queue")
+    row = page.locator(f"tr[data-job-id='{failed}']")
+    expect(row.locator(".job-error")).to_have_text("the generator could not reach its image backend; tried 3 times")
+    expect(row.locator(".job-id")).to_have_text(failed[:8])
+    expect(row.locator(".job-id")).to_have_attribute("title", failed)
+    expect(row.locator("[data-copy-text]")).to_have_attribute("data-copy-text", failed)
+
+    # a batch made while the page is open appears in the order it was made (job i before job i + 1)
+    made = [job["job_id"] for job in stack.post("/api/v1/generate/example_01",
+                                                json={"count": 3, "width": 64, "height": 64}).json()["jobs"]]
+    expect(page.locator("tbody tr[data-job-id]").first).to_have_attribute("data-job-id", made[0], timeout=10000)
+    shown = page.locator("tbody tr[data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.jobId)")
+    assert shown[:3] == made
+    page.reload()                                              # and so does the page the server renders
+    shown = page.locator("tbody tr[data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.jobId)")
+    assert shown[:3] == made
+
+    page.click(".queue-filter a[data-filter=failed]")
+    expect(page).to_have_url(stack.url + "/queue?status=failed")
+    expect(page.locator(".queue-filter a[aria-current=page]")).to_have_text("failed")
+    statuses = page.locator("tbody tr[data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.status)")
+    assert statuses and set(statuses) == {"failed"}
+    expect(page.locator(f"tr[data-job-id='{failed}'] .job-error")).to_be_visible()

@@ -2,13 +2,16 @@
 
 The guide's own code blocks are executed verbatim; only the placeholder key and the host (the test
 stack runs on its own port) are substituted, exactly as a user would edit them."""
+import http.client
 import io
 import json
 import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -145,7 +148,6 @@ def test_twenty_jobs_in_one_request_get_twenty_files(stack):
     ("post", "/api/v1/generate/no_such_preset", {"json": {}}, 404, None),
     ("get", "/api/v1/job/783f0268-ba85-4426-8ca2-6393c844c887", {}, 404, None),
     ("get", "/api/v1/job/not-a-uuid", {}, 404, "job_id"),
-    ("get", "/static/uploads/../../pyproject.toml", {}, 404, None),
 ])
 def test_bad_input_gets_a_json_4xx(stack, method, path, kwargs, status, field):
     response = getattr(stack, method)(path, **kwargs)
@@ -154,6 +156,60 @@ def test_bad_input_gets_a_json_4xx(stack, method, path, kwargs, status, field):
     assert body["error"]
     if field:
         assert body["field"] == field
+
+
+def raw_get(stack, raw_path):
+    """GET `raw_path` exactly as written: `requests` (urllib3) would resolve the dot segments before
+    sending, so the gateway would never see them."""
+    url = urlsplit(stack.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.putrequest("GET", raw_path, skip_accept_encoding=True)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type") or "", response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("template", [
+    "/static/uploads/../{name}",
+    "/static/uploads/presets/../../{name}",
+    "/static/uploads/./../{name}",
+    "/static/uploads/%2e%2e/{name}",
+    "/static/uploads/%2E%2E%2F{name}",
+    "/static/uploads/..%2f{name}",
+    "/static/uploads/..%5c{name}",
+    "/static/uploads/..\\{name}",
+    "/static/uploads/%2fetc%2fpasswd",
+    "/static/uploads//etc/passwd",
+])
+def test_a_path_out_of_the_media_directory_is_a_404_without_the_file(stack, template):
+    """A file beside the media directory (the stack's own work directory holds its log and run files)
+    is never served, however the way out is spelled: the request reaches the static route with its dot
+    segments and encodings intact (sent raw), and is answered 4xx JSON without the file's content."""
+    secret = f"not-for-clients-{uuid.uuid4().hex}"
+    name = f"outside-{uuid.uuid4().hex[:8]}.txt"
+    outside = stack.media_root.parent / name
+    outside.write_text(secret)
+    try:
+        status, content_type, body = raw_get(stack, template.format(name=name))
+    finally:
+        outside.unlink()
+    assert status in (400, 404), (status, body[:200])
+    assert secret.encode() not in body and b"root:" not in body
+    assert content_type.startswith("application/json") and json.loads(body)["error"]
+
+
+def test_a_file_in_the_media_directory_is_served_through_the_same_raw_request(stack):
+    """The raw request of the test above does reach files: the refusals are the route's, not the client's."""
+    name = f"inside-{uuid.uuid4().hex[:8]}.txt"
+    (stack.media_root / name).write_text("served")
+    try:
+        status, _, body = raw_get(stack, f"/static/uploads/{name}")
+    finally:
+        (stack.media_root / name).unlink()
+    assert (status, body) == (200, b"served")
 
 
 def test_auth_on_every_api_route(stack):

@@ -1,6 +1,8 @@
 """Issue 5's read path through the real stack: polls are answered from the Redis read model, what a
 client sees of a job only moves forward, the read model trails the jobs service by a bounded interval,
 and an unknown job is never shown as pending."""
+import os
+import signal
 import threading
 import time
 import uuid
@@ -11,6 +13,7 @@ import redis
 import requests
 
 from shared.contracts.jobs.view import RANK, JobView
+from tests.stack import generator_pids
 
 pytestmark = pytest.mark.e2e
 
@@ -97,13 +100,26 @@ def test_an_unknown_job_is_a_404_never_pending(stack):
 
 
 def test_a_pending_job_reads_pending_before_any_generator_could_start_it(stack):
-    """Written to the read model before the 202: the first poll is answered from it, not the RPC."""
-    response = stack.post("/api/v1/generate/example_01", json={"count": 1, "width": 64, "height": 64})
-    job_id = response.json()["jobs"][0]["job_id"]
+    """Written to the read model before the 202: the first poll is answered from it, not the RPC. The
+    generator replicas are paused (SIGSTOP) around the request, so none can claim or start the job
+    before the read model is read: what is there was written by the create, and says pending."""
+    supervisor = int((stack.media_root.parent / "run" / "supervisord.pid").read_text())
+    replicas = generator_pids(supervisor)
+    assert len(replicas) == 2, replicas
     view = JobView("redis://127.0.0.1:6379/0", prefix=stack.env["GAZE_REDIS_PREFIX"])
+    for pid in replicas.values():
+        os.kill(pid, signal.SIGSTOP)
     try:
-        assert view.get(job_id) is not None
+        response = stack.post("/api/v1/generate/example_01", json={"count": 1, "width": 64, "height": 64})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["jobs"][0]["job_id"]
+        stored = view.get(job_id)
+        assert stored is not None, "the read model was written before the 202"
+        assert (stored["id"], stored["status"], stored["attempts"], stored["replica"]) == (job_id, "pending", 0, None)
+        assert stack.get(f"/api/v1/job/{job_id}").json()["status"] == "pending"
     finally:
+        for pid in replicas.values():
+            os.kill(pid, signal.SIGCONT)
         view.close()
     with psycopg.connect(stack.env["GAZE_DATABASE_URL"]) as conn:
         assert conn.execute("SELECT count(*) FROM jobs.jobs WHERE id = %s", (job_id,)).fetchone()[0] == 1

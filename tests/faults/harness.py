@@ -140,7 +140,7 @@ class Submitter:
                     self.accepted.extend(job["job_id"] for job in response.json()["jobs"])
                 elif response.status_code >= 500:
                     self.uncertain_jobs += count
-            time.sleep(SUBMIT_INTERVAL)
+            time.sleep(SUBMIT_INTERVAL)   # the workload's pace, not a wait for a condition
 
     def join(self, timeout=120):
         self._thread.join(timeout)

@@ -18,8 +18,10 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -63,6 +65,18 @@ def worker_count(workdir) -> int:
             continue
         count += f"GAZE_RUN_DIR={workdir / 'run'}".encode() in environ.split(b"\0")
     return count
+
+
+def rpc_queue_idle(stack, service) -> bool:
+    """Whether `service`'s RPC queue on the stack's vhost has no message waiting and none in handling."""
+    vhost = unquote(stack.env["GAZE_AMQP_URI"].rsplit("/", 1)[1])
+    listed = rabbitmqctl("list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged",
+                         "--no-table-headers").stdout
+    for line in listed.splitlines():
+        fields = line.split()
+        if fields and fields[0] == f"rpc-{service}":
+            return fields[1:] == ["0", "0"]
+    return False
 
 
 def record(fault_results, figures):
@@ -142,7 +156,7 @@ def test_rabbitmq_stop_app_and_start_app_mid_run(tmp_path, fault_results):
             before = {name: service_pid(tmp_path, name) for name in ("jobs", "presets")}
             generators_before = generator_pids(supervisor_pid(tmp_path))
             rabbitmqctl("stop_app")
-            time.sleep(5)
+            time.sleep(5)   # the scenario, not a wait: the broker stays down 5 s while jobs are submitted
         finally:
             heal_rabbitmq()
         healed_at = time.monotonic()
@@ -174,12 +188,18 @@ def test_a_post_during_a_broker_outage_is_answered_truthfully(tmp_path):
             rabbitmqctl("stop_app")
             thread = threading.Thread(target=post, daemon=True)
             thread.start()
-            time.sleep(2)
+            time.sleep(2)   # the scenario, not a wait: the POST meets a broker that stays down 2 s
         finally:
             heal_rabbitmq()
         thread.join(60)
+        assert not thread.is_alive(), "the POST got no answer within 60 s of the broker's return"
         response = answer.get("response")
-        time.sleep(15)              # the jobs service reconnects (backoff) and handles what was queued
+        # The jobs service has reconnected (backoff) and handled what was queued for it: it answers an RPC
+        # the gateway sends now, after the POST's (a poll of an unknown job is a jobs.get: 404 from it),
+        # and its RPC queue holds nothing, delivered or not (nameko acks a request once it is handled).
+        wait_for(lambda: stack.get(f"/api/v1/job/{uuid.uuid4()}").status_code == 404, 90,
+                 "the jobs service to answer again after the outage", interval=0.5)
+        wait_for(lambda: rpc_queue_idle(stack, "jobs"), 30, "the jobs service's RPC queue to be empty")
         rows = job_rows(stack)
         print(f"\n[faults] POST during outage: {response.status_code if response is not None else answer}, "
               f"rows created: {len(rows)}")

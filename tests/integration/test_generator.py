@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy
+from nameko.testing.services import entrypoint_waiter
 from PIL import Image
 
-from services.generator.service import GeneratorService
+from services.generator.service import ClaimUnanswered, GeneratorService
 from services.jobs.service import JobsService
 from shared import events
 from tests.helpers import files_for_job, job_row, make_spec, start_generator, wait_until
@@ -179,20 +180,38 @@ def test_a_duplicate_work_order_runs_speculatively_but_leaves_no_trace(container
 def test_a_job_goes_back_to_the_queue_while_the_jobs_service_is_down(container_factory, settings, db, clean_jobs,
                                                                        work_queue):
     """The claim cannot reach the jobs service: the order is requeued (after a pause), never acked and
-    lost; once the jobs service is back the job is claimed as a redelivery and finishes."""
+    lost; once the jobs service is back the job is claimed as a redelivery and finishes. The unanswered
+    claim waited in the jobs service's queue and counts as attempt 1 when it is finally handled; the
+    redelivery's claim is attempt 2, the one that runs."""
     jobs_container = container_factory(JobsService, settings.nameko_config())
     jobs_container.start()
     with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:
         [job_id] = proxy.create(make_spec(width=64, height=64), 1)
     jobs_container.stop()
-    start_generator(container_factory, settings, "gen-orphan")
-    time.sleep(3)   # at least one failed claim and requeue
+    # the order's handling ends in an unanswered claim, which sends it back to the queue (after a 2 s
+    # pause: the jobs service is back before its redelivery is claimed)
+    with unanswered_claims(start_generator(container_factory, settings, "gen-orphan", rpc_timeout=1.0), 1):
+        pass
     assert job_row(db, job_id)["status"] == "pending"
-    container_factory(JobsService, settings.nameko_config()).start()
+    # one worker: the claims are handled in the order they were sent (the unanswered one first)
+    container_factory(JobsService, settings.nameko_config(max_workers=1)).start()
     wait_until(lambda: all_finished(db, [job_id]), timeout=30, what="the job finished after all")
     row = job_row(db, job_id)
-    assert row["status"] == "done" and row["attempts"] == 1
+    assert (row["status"], row["attempts"], row["replica"]) == ("done", 2, "gen-orphan")
     assert len(files_for_job(settings.media_root, job_id)) == 1
+
+
+def unanswered_claims(generator, count):
+    """A context manager that, on exit, has waited until `count` handlings of a work order by `generator`
+    ended with an unanswered claim (ClaimUnanswered: the order goes back to the queue)."""
+    failures = []
+
+    def claim_failed(worker_ctx, result, exc_info):
+        if exc_info is not None and issubclass(exc_info[0], ClaimUnanswered):
+            failures.append(worker_ctx.args[0]["job_id"])
+        return len(failures) >= count
+
+    return entrypoint_waiter(generator, "generate", timeout=30, callback=claim_failed)
 
 
 class SilentJobs:
@@ -201,7 +220,7 @@ class SilentJobs:
 
     @rpc
     def claim(self, job_id, replica, redelivered=False):
-        time.sleep(30)
+        time.sleep(30)   # the scenario, not a wait: an answer that comes far too late
 
 
 def test_a_claim_without_an_answer_sends_the_order_back_and_frees_the_gpu(container_factory, settings,
@@ -215,13 +234,13 @@ def test_a_claim_without_an_answer_sends_the_order_back_and_frees_the_gpu(contai
     generator.start()
     from kombu import Connection, Producer
     ids = [str(uuid.uuid4()) for _ in range(2)]
-    with Connection(settings.amqp_uri) as conn:
+    # both claims time out (1 s each, one after the other on the one GPU)
+    with unanswered_claims(generator, 2), Connection(settings.amqp_uri) as conn:
         for job_id in ids:
             order = events.WorkOrder(job_id=job_id, spec=make_spec(width=64, height=64), created_at=1.0)
             Producer(conn.default_channel).publish(order.model_dump(), exchange=events.WORK_EXCHANGE,
                                                    routing_key=events.WORK_ROUTING_KEY, serializer="json",
                                                    declare=[events.WORK_QUEUE])
-    time.sleep(2.5)          # both claims time out (1 s each, one after the other on the one GPU)
     started = time.monotonic()
     generator.stop()         # returns once the workers have requeued their orders
     assert time.monotonic() - started < 15, "no worker hung on the lost reply"

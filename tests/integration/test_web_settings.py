@@ -285,5 +285,5 @@ def test_store_create_refuses_bad_names(keys, bad):
 def test_queue_js_is_served_and_only_on_the_queue_page(client, keys):
     script = client.simulate_get("/assets/queue.js")
     assert script.status_code == 200
-    assert "recent=" in script.text
+    assert "recent" in script.text and "fetchJobs" in script.text
     assert "/assets/queue.js" not in admin_get(client, "/settings").text

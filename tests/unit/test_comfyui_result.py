@@ -29,12 +29,13 @@ def test_a_successful_entry_has_no_failure():
 def test_the_entrys_messages_say_why_it_failed():
     error = ["execution_error", {"node_type": "VAEDecode", "node_id": "8", "exception_type": "RuntimeError",
                                  "exception_message": "boom"}]
-    assert history_failure({"status": {"status_str": "error", "messages": [["execution_start", {}], error]}}, "p") == (
-        "ComfyUI failed in VAEDecode (node 8): RuntimeError: boom")
+    failed = history_failure({"status": {"status_str": "error", "messages": [["execution_start", {}], error]}}, "p")
+    assert failed.detail == "ComfyUI failed in VAEDecode (node 8): RuntimeError: boom"
+    assert failed.public.startswith("ComfyUI failed in VAEDecode (node 8) (") and "boom" not in failed.public
     interrupted = ["execution_interrupted", {"node_type": "KSampler", "node_id": "3"}]
-    assert history_failure({"status": {"messages": [interrupted]}}, "p").startswith(
+    assert history_failure({"status": {"messages": [interrupted]}}, "p").public.startswith(
         "the prompt was interrupted on ComfyUI in KSampler (node 3)")
-    assert history_failure({"status": {"status_str": "error", "messages": ["odd", ["x"]]}}, "p-7") == (
+    assert history_failure({"status": {"status_str": "error", "messages": ["odd", ["x"]]}}, "p-7").public == (
         "ComfyUI reports that prompt p-7 failed (no details in its history)")
 
 
@@ -48,9 +49,10 @@ def test_the_mapped_output_node_wins_then_a_saved_image_then_any():
 
 
 def test_no_image_at_all_asks_for_a_save_node():
-    with pytest.raises(BackendError, match=r"^the ComfyUI workflow wf.json finished without an image "
-                                           r"\(it needs a SaveImage node\)$"):
+    with pytest.raises(BackendError, match=r"^the generator's ComfyUI workflow finished without an image "
+                                           r"\(the operator must give it a SaveImage node\)$") as failed:
         pick_image({"13": {"text": ["x"]}, "14": "junk"}, workflow())
+    assert failed.value.detail == "the ComfyUI workflow wf.json finished without an image (it needs a SaveImage node)"
 
 
 def test_view_params_default_to_an_output_image():
@@ -63,5 +65,6 @@ def test_the_picture_is_decoded_and_a_broken_one_is_named():
     Image.new("RGB", (8, 4), "teal").save(buffer, format="PNG")
     picture = read_image(buffer.getvalue(), "a.png")
     assert picture.size == (8, 4) and picture.getpixel((0, 0)) == (0, 128, 128)
-    with pytest.raises(BackendError, match=r"^ComfyUI returned an image GAZE cannot read \('b.png': "):
+    with pytest.raises(BackendError, match=r"^ComfyUI returned an image GAZE cannot read$") as failed:
         read_image(b"not a png", "b.png")
+    assert failed.value.detail.startswith("ComfyUI returned an image GAZE cannot read ('b.png': ")

@@ -160,13 +160,22 @@ def test_an_unknown_job_is_not_found(service):
 def test_list_get_many_and_images_are_capped(service):
     service.store.recent.return_value = []
     service.list(10_000)
-    service.store.recent.assert_called_once_with(500)
+    service.store.recent.assert_called_once_with(500, None)
+    service.list(5, "failed")                   # the web UI's queue filter
+    service.store.recent.assert_called_with(5, "failed")
     service.store.get_many.return_value = []
     ids = [str(uuid.uuid4()) for _ in range(300)]
     service.get_many(ids)
     service.store.get_many.assert_called_once_with(ids[:200])
     service.images("example_01", limit=10_000, offset=-5)
     service.store.images.assert_called_once_with("example_01", 500, 0)
+
+
+def test_list_refuses_an_unknown_status_before_asking_the_store(service):
+    with pytest.raises(InvalidField) as raised:
+        service.list(10, "lost")
+    assert raised.value.field == "status"
+    service.store.recent.assert_not_called()
 
 
 def test_jobs_of_checks_its_query_before_asking_the_store(service):

@@ -289,7 +289,7 @@ def test_bad_generate_keeps_the_users_input(client, rpc):
     assert 'value="abc"' in html and 'value="7"' in html
     assert ">wet &lt;streets&gt;</textarea>" in html and ">blur</textarea>" in html
     assert '<option value="SDXL/sd_xl_base_1.0.safetensors" selected>' in html
-    assert field_error(html, "count") == "must be an integer"
+    assert field_error(html, "count") == "Images must be a whole number from 1 to 20"
     # the page around the form is still whole
     assert "Example Preset" in html and IMAGE["relative_path"] in html
 
@@ -499,7 +499,8 @@ def test_import_reports_created_skipped_and_invalid(client, rpc):
     html = result.text
     assert outcomes(html) == [("created", "fresh"), ("skipped", SLUG), ("invalid", "bad"), ("invalid", ""),
                               ("skipped", "fresh"), ("created", "with_extras"), ("invalid", "unknown_key")]
-    assert "<code>width</code>" in html and "<code>colour</code>" in html
+    assert '<li class="field-error" data-field="width">Width must be a multiple of 8 between 64 and 8192</li>' in html
+    assert '<li class="field-error" data-field="colour">\u201ccolour\u201d is not a setting GAZE knows' in html
     assert 'data-count="created">2<' in html and 'data-count="skipped">2<' in html and 'data-count="invalid">3<' in html
     assert set(rpc.presets) == {SLUG, "fresh", "with_extras"}
     assert rpc.presets[SLUG]["name"] == "Example Preset"  # skipped, never overwritten
@@ -591,3 +592,126 @@ def test_a_login_token_that_is_not_ascii_is_refused_not_a_500(client, token):
     result = client.simulate_post("/login", body=urlencode({"login_token": token, "password": "x"}),
                                   headers={**FORM, "Cookie": "gaze_login_csrf=expected"})
     assert result.status_code == 403, result.text
+
+
+# --- every problem at once, in words; required fields marked --------------------------------------
+
+def summary(html):
+    """The messages listed above a refused form, by field."""
+    return dict(re.findall(r'<li data-error-for="(\w+)">(?:<a href="#f-\w+">)?([^<]*)', html))
+
+
+def test_create_with_several_bad_fields_names_every_one_at_once(client, rpc):
+    result = post(client, "/presets", {**NEW, "slug": "Bad Slug", "name": "", "width": "100", "steps": "500",
+                                       "sampler": "Euler A"})
+    assert result.status_code == 400
+    html = result.text
+    expected = {
+        "slug": "Slug may use lowercase letters, digits, _ and - only, starting with a letter or digit (e.g. my_preset)",
+        "name": "Name is required",
+        "width": "Width must be a multiple of 8 between 64 and 8192",
+        "steps": "Steps must be a whole number from 1 to 200",
+        "sampler": "Sampler may use lowercase letters, digits and _ only (e.g. euler_ancestral)",
+    }
+    assert {field: field_error(html, field) for field in expected} == expected   # next to each field
+    assert summary(html) == expected                                             # and all listed above
+    assert "5 things to fix" in html
+    assert 'value="Bad Slug"' in html and 'value="500"' in html                 # the input kept
+    assert rpc.presets.keys() == {SLUG}
+
+
+def test_a_taken_slug_is_named_in_words(client, rpc):
+    result = post(client, "/presets", {**NEW, "slug": SLUG})
+    assert result.status_code == 409
+    assert field_error(result.text, "slug") == f"Slug: a preset with slug &#39;{SLUG}&#39; already exists"
+    assert summary(result.text) == {"slug": f"Slug: a preset with slug &#39;{SLUG}&#39; already exists"}
+
+
+def test_edit_with_several_bad_fields_names_every_one(client, rpc):
+    result = post(client, f"/presets/{SLUG}/edit", {**NEW, "name": "", "cfg": "99", "height": "abc"})
+    assert result.status_code == 400
+    assert summary(result.text) == {"name": "Name is required", "height": "Height must be a multiple of 8 between 64 and 8192",
+                                    "cfg": "CFG must be a number from 0 to 40"}
+    assert rpc.presets[SLUG]["name"] == "Example Preset"
+
+
+def test_required_fields_are_marked_for_the_eye_and_the_browser(client, rpc):
+    html = get(client, "/presets/new").text
+    for name in ("slug", "name"):
+        assert re.search(rf'<span>\w+ <abbr class="required-mark" title="required">\*</abbr>.*?name="{name}"[^>]* required',
+                         html, re.S), name
+    assert re.search(r'<select name="checkpoint" id="f-checkpoint" required>', html)
+    assert re.search(r'name="presets_json"[^>]* required', html)
+    for name in ("prompt", "negative", "width", "height", "steps", "cfg", "sampler"):   # they have defaults
+        assert not re.search(rf'name="{name}"[^>]* required', html), name
+    assert "* required" in re.sub(r"<[^>]+>", "", html)
+    # the browser must not stop at the first field in its own words: the server names them all
+    assert re.search(r'<form method="post" action="/presets" class="stack" novalidate>', html)
+
+
+def test_generate_with_several_bad_fields_names_every_one(client, rpc):
+    result = post(client, f"/presets/{SLUG}/generate", {"count": "99", "seed": "-5", "width": "100", "height": "7"})
+    assert result.status_code == 400
+    assert summary(result.text) == {"count": "Images must be a whole number from 1 to 20",
+                                    "seed": "Seed must be a whole number from 0 to 9223372036854775807",
+                                    "width": "Width must be a multiple of 8 between 64 and 2048",
+                                    "height": "Height must be a multiple of 8 between 64 and 2048"}
+    assert field_error(result.text, "seed") and field_error(result.text, "height")
+    assert rpc.called("jobs", "create") == []
+
+
+def test_a_problem_only_a_service_sees_is_shown_in_words_too(client, rpc):
+    result = post(client, f"/presets/{SLUG}/generate", {"checkpoint": "Unknown/model.safetensors"})
+    assert result.status_code == 400
+    assert field_error(result.text, "checkpoint").startswith("Checkpoint: unknown checkpoint; known: ")
+
+
+def test_import_lists_every_problem_of_a_preset(client, rpc):
+    items = [{"slug": "Bad!", "name": "", "checkpoint": "x", "steps": 900}]
+    html = post(client, "/presets/import", {"presets_json": json.dumps(items)}).text
+    assert outcomes(html) == [("invalid", "Bad!")]
+    assert re.findall(r'<li class="field-error" data-field="(\w+)">', html) == ["slug", "name", "steps"]
+
+
+def test_the_import_hint_describes_what_the_export_writes(client, rpc):
+    assert isinstance(json.loads(get(client, "/presets/export.json").text), list)   # an array, no wrapper
+    hint = re.sub(r"\s+", " ", re.search(r'<section class="panel" id="import">.*?</p>', get(client, "/presets/new").text,
+                                         re.S).group(0))
+    assert 'an array of presets, <code>[{"slug": …' in hint
+    assert re.search(r'as <a href="/presets/export.json" download>Export all</a> writes it \(one preset object, or', hint)
+    # ... and every shape the hint names is read
+    for text in (json.dumps(preset("as_array")), json.dumps({"presets": [preset("as_list")]})):
+        post(client, "/presets/import", {"presets_json": f"[{text}]" if "presets" not in text else text})
+    post(client, "/presets/import", {"presets_json": json.dumps(preset("one_object"))})
+    assert {"as_array", "as_list", "one_object"} <= set(rpc.presets)
+
+
+# --- images that arrive live: the page's own markup -------------------------------------------------
+
+def gallery_items(html):
+    return re.findall(r'<li class="gallery-item.*?</li>', html, re.S)
+
+
+def test_the_gallery_fragment_is_the_pages_own_items(client, rpc):
+    """preset.js adds an image that finishes while the page is open from /presets/<slug>/gallery: with
+    the prompt, seed, size and checkpoint the page shows after a reload (the same template)."""
+    rpc.images = [dict(IMAGE, job_id=f"{i}1111111-2222-3333-4444-555555555555", relative_path=f"presets/{SLUG}/gen_{i}.png",
+                       seed=100 + i) for i in range(3)]
+    page = gallery_items(get(client, f"/presets/{SLUG}").text)
+    result = get(client, f"/presets/{SLUG}/gallery", params={"limit": "2"})
+    assert result.status_code == 200 and result.headers["content-type"].startswith("text/html")
+    assert gallery_items(result.text) == page[:2]
+    assert rpc.called("jobs", "images")[-1] == (SLUG, 2, 0)
+    item = page[0]
+    for text in ("in the rain", "<code data-field=\"seed\">100</code>", "832×1216", "Illustrious/<wbr>model.safetensors",
+                 'name="csrf_token" value="t"', "Set as cover"):
+        assert text in item, text
+
+
+@pytest.mark.parametrize("limit", ["0", "61", "lots"])
+def test_a_gallery_limit_out_of_range_is_a_400_not_a_500(client, rpc, limit):
+    assert get(client, f"/presets/{SLUG}/gallery", params={"limit": limit}).status_code == 400
+
+
+def test_the_gallery_fragment_needs_a_login(client, rpc):
+    assert client.simulate_get(f"/presets/{SLUG}/gallery", headers={"Accept": "text/html"}).status_code == 303

@@ -67,7 +67,7 @@ def test_queue_page_lists_the_recent_jobs(client, rpc):
     rpc.jobs = {job["id"]: job for job in JOBS}   # newest first, as jobs.list answers
     result = admin_get(client, "/queue")
     assert result.status_code == 200
-    assert rpc.calls == [("jobs", "list", (100,))]
+    assert rpc.calls == [("jobs", "list", (100, None))]
     text = result.text
     for job in JOBS:
         r = row(text, job["id"])
@@ -128,3 +128,81 @@ def test_every_page_names_its_icon_and_the_icon_is_served(client):
     assert '<link rel="icon" type="image/svg+xml" href="/assets/favicon.svg">' in admin_get(client, "/queue").text
     icon = client.simulate_get("/assets/favicon.svg")
     assert icon.status_code == 200 and icon.text.startswith("<svg")
+
+
+# --- job ids, the status filter, failed jobs' errors, batches in order ------------------------------
+
+def test_each_row_shows_the_short_job_id_with_the_full_one_to_copy(client, rpc):
+    rpc.jobs = {job["id"]: job for job in JOBS}
+    text = admin_get(client, "/queue").text
+    for job in JOBS:
+        r = row(text, job["id"])
+        assert f'<code class="job-id" title="{job["id"]}">{job["id"][:8]}</code>' in r
+        assert f'data-copy-text="{job["id"]}"' in r
+
+
+@pytest.mark.parametrize("status", ["pending", "processing", "done", "failed", "cancelled"])
+def test_the_status_filter_is_asked_of_the_jobs_service(client, rpc, status):
+    rpc.jobs = {job["id"]: job for job in JOBS}
+    result = admin_get(client, "/queue", query_string=f"status={status}")
+    assert result.status_code == 200
+    assert rpc.calls == [("jobs", "list", (100, status))]
+    shown = re.findall(r'<tr class="job-row" data-job-id="[^"]+" data-status="(\w+)"', result.text)
+    assert shown == [job["status"] for job in JOBS if job["status"] == status]
+    assert re.search(rf'<a href="/queue\?status={status}" data-filter="{status}" aria-current="page">', result.text)
+    assert f'data-status="{status}">' in result.text        # queue.js polls with the same filter
+
+
+def test_all_and_no_filter_are_the_same(client, rpc):
+    for query in ("", "status=all", "status="):
+        rpc.calls.clear()
+        result = admin_get(client, "/queue", query_string=query)
+        assert result.status_code == 200 and rpc.calls == [("jobs", "list", (100, None))]
+        assert '<a href="/queue" data-filter="all" aria-current="page">' in result.text
+
+
+@pytest.mark.parametrize("status", ["bogus", "DONE", "<script>", "x" * 5000])
+def test_an_unknown_status_is_a_400_page_that_shows_every_job(client, rpc, status):
+    rpc.jobs = {job["id"]: job for job in JOBS}
+    result = admin_get(client, "/queue", query_string=f"status={status}")
+    assert result.status_code == 400
+    assert result.headers["content-type"].startswith("text/html")
+    assert "There is no job status" in result.text and "showing every status" in result.text
+    assert "<script>" not in result.text.split("<body>")[1]
+    assert rpc.calls == [("jobs", "list", (100, None))]
+    assert len(re.findall(r'<tr class="job-row" data-job-id="[^"]', result.text)) == len(JOBS)
+
+
+def test_the_live_poll_filters_and_refuses_an_unknown_status(client, rpc):
+    rpc.jobs = {job["id"]: job for job in JOBS}
+    result = admin_get(client, "/ui/jobs", query_string="recent=10&status=failed")
+    assert result.status_code == 200
+    assert [job["id"] for job in result.json["jobs"]] == [JOBS[3]["id"]]
+    assert rpc.calls[-1] == ("jobs", "list", (10, "failed"))
+    result = admin_get(client, "/ui/jobs", query_string="recent=10&status=bogus")
+    assert result.status_code == 400 and result.json["field"] == "status"
+
+
+def test_a_failed_jobs_error_is_shown_in_its_row(client, rpc):
+    rpc.jobs = {JOBS[3]["id"]: JOBS[3]}
+    r = row(admin_get(client, "/queue", query_string="status=failed").text, JOBS[3]["id"])
+    assert '<span class="job-error">ComfyUI is unreachable &lt;after 3 attempts&gt;</span>' in r
+
+
+def batch(preset, start, count, first_seed=0):
+    """A request's jobs as jobs.list answers them (newest first): job i made at start + i µs."""
+    tag = f"{preset[:3]}{round(start * 1e6) % 1000:03d}"
+    return [{**JOBS[0], "id": f"{tag}{i:02d}-1111-4111-8111-111111111111", "preset": preset,
+             "created_at": start + i * 1e-6, "label": f"seed {first_seed + i}"} for i in reversed(range(count))]
+
+
+def test_batches_are_shown_newest_first_each_in_the_order_it_was_made(client, rpc):
+    older, newer = batch("alpha", 1773601000.000001, 3), batch("alpha", 1773601000.000030, 20)
+    single = batch("beta", 1773601000.000031, 1)   # another preset's request, made meanwhile: its own batch
+    rpc.jobs = {job["id"]: job for job in single + newer + older}
+    text = admin_get(client, "/queue").text
+    shown = re.findall(r'<tr class="job-row" data-job-id="([^"]+)"', text)
+    expected = [j["id"] for j in single] + [j["id"] for j in reversed(newer)] + [j["id"] for j in reversed(older)]
+    assert shown == expected
+    # the live poll answers in the same order, so new rows keep it
+    assert [j["id"] for j in admin_get(client, "/ui/jobs", query_string="recent=50").json["jobs"]] == expected

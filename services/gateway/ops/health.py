@@ -40,7 +40,10 @@ def replica_state(replica: dict, stale_after: float) -> str:
 def describe_error(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, RpcTimeout):
         text = f"the jobs service did not answer within {timeout:g} s"
-    elif isinstance(exc, (ServiceUnavailable, ProbeTimeout)):
+    elif isinstance(exc, ServiceUnavailable):
+        # the health page is for token holders and the admin: the cause, not only the public sentence
+        text = getattr(exc, "detail", None) or str(exc)
+    elif isinstance(exc, ProbeTimeout):
         text = str(exc)
     else:
         text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")

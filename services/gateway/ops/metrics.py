@@ -29,7 +29,7 @@ from prometheus_client.utils import floatToGoString
 from shared import events
 from shared.contracts.jobs import JobsClient
 from services.gateway.errors import ApiError
-from services.gateway.ops.auth import bearer_ok
+from services.gateway.ops.auth import metrics_allowed
 from services.gateway.ops.health import OUTER_SLACK_SECONDS, describe_error, replica_state
 from services.gateway.ops.probes import Reused, run_bounded
 
@@ -212,18 +212,20 @@ class _Forward:
 
 
 class MetricsResource:
-    """GET /metrics: no API key. With GAZE_METRICS_TOKEN set it wants `Authorization: Bearer <token>`;
-    without one, keep it off the public network: it tells anyone the request volumes, the queue depth and
-    how many generators are up."""
+    """GET /metrics: no API key. With GAZE_METRICS_TOKEN set it wants `Authorization: Bearer <token>` (401
+    without); with none it answers only callers on the loopback (ops/auth.py: metrics_allowed) and is a
+    404 for everyone else, as if it were not there: it tells anyone the request volumes, the queue depth
+    and how many generators are up, and a scrape reads the jobs service and the broker."""
 
     def __init__(self, metrics: GatewayMetrics, token: str = ""):
         self.metrics = metrics
         self.token = token
 
     def on_get(self, req, resp):
-        if self.token:
-            if not bearer_ok(req, self.token):
-                raise ApiError(falcon.HTTP_401, "metrics need 'Authorization: Bearer <GAZE_METRICS_TOKEN>'",
-                               "Authorization", headers={"WWW-Authenticate": 'Bearer realm="gaze-metrics"'})
+        if not metrics_allowed(req, self.token):
+            if not self.token:
+                raise falcon.HTTPNotFound()
+            raise ApiError(falcon.HTTP_401, "metrics need 'Authorization: Bearer <GAZE_METRICS_TOKEN>'",
+                           "Authorization", headers={"WWW-Authenticate": 'Bearer realm="gaze-metrics"'})
         resp.cache_control = ["no-store"]
         resp.data, resp.content_type = self.metrics.exposition(req.get_header("Accept"))

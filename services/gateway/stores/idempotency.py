@@ -159,4 +159,6 @@ class IdempotencyStore:
                 cursor = conn.execute(query, params)
                 return cursor.fetchone() if fetch else None
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise ServiceUnavailable(f"the database cannot be reached: {exc.__class__.__name__}") from exc
+            raise ServiceUnavailable("the database is unavailable; try again shortly",
+                                     f"idempotency keys: the database cannot be reached: "
+                                     f"{type(exc).__name__}: {exc}") from exc

@@ -22,6 +22,11 @@ class PresetLookup:
     def snapshot(self) -> PresetSnapshot | None:
         return self.view.current()
 
+    def list(self) -> list[dict]:
+        """What `presets.list` answers: from the snapshot when there is one (do not modify), else the RPC."""
+        snapshot = self.view.current()
+        return snapshot.summaries() if snapshot is not None else self.presets_service.list()
+
     def resolve(self, slug: str, overrides: dict) -> dict:
         """What `presets.resolve(slug, overrides)` answers: the generation spec, NotFound, InvalidField."""
         if "checkpoint" not in overrides:

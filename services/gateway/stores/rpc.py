@@ -20,10 +20,22 @@ log = logging.getLogger(__name__)
 
 
 class ServiceUnavailable(Exception):
-    """The broker or the service behind it cannot be reached."""
+    """The broker or the service behind it cannot be reached: a 503 (errors.HANDLERS). Its str and `public`
+    are the body's fixed sentence (never a host or an exception's text); `detail`, the cause, goes to the log."""
+
+    def __init__(self, public: str, detail: str | None = None):
+        super().__init__(public)
+        self.public = public
+        self.detail = detail if detail is not None else public
 
 
 BROKEN = (OSError, OperationalError, AmqpConnectionError)
+BROKER_UNREACHABLE = "the message broker is not reachable; try again shortly"
+
+
+def broker_unreachable(exc: BaseException) -> ServiceUnavailable:
+    """The 503 for a broker that cannot be reached (whoever answers it logs the detail: errors.HANDLERS)."""
+    return ServiceUnavailable(BROKER_UNREACHABLE, f"message broker unreachable: {type(exc).__name__}: {exc}")
 
 
 class RpcPool:
@@ -45,10 +57,11 @@ class RpcPool:
             raise
         except UnknownService:
             self._release(proxy)
-            raise ServiceUnavailable(f"service '{service}' is not running") from None
+            raise ServiceUnavailable(f"the {service} service is not running; try again shortly",
+                                     f"service '{service}' is not running (no consumer on its RPC queue)") from None
         except BROKEN as exc:
             self._discard(proxy)
-            raise ServiceUnavailable(f"message broker unreachable: {exc}") from None
+            raise broker_unreachable(exc) from None
         except BaseException:
             self._release(proxy)
             raise
@@ -72,7 +85,7 @@ class RpcPool:
         try:
             holder.proxy = holder.start()
         except BROKEN as exc:
-            raise ServiceUnavailable(f"message broker unreachable: {exc}") from None
+            raise broker_unreachable(exc) from None
         return holder
 
     def _release(self, holder):

@@ -8,7 +8,8 @@ import falcon
 
 from services.gateway.stores.admin import SESSION_DAYS
 from services.gateway.web.render import form_values, redirect, render
-from services.gateway.web.session import COOKIE, clear_session_cookie, csrf_ok, set_session_cookie
+from services.gateway.web.session import (COOKIE, clear_session_cookie, csrf_ok, secure_cookies,
+                                          set_session_cookie)
 
 # Before there is a session, the login form is protected by a double-submit token: a random value
 # in a SameSite cookie that the form must echo.
@@ -35,7 +36,7 @@ class LoginResource:
     def _form(self, req, resp, next_url, error=None, status=falcon.HTTP_200):
         token = secrets.token_urlsafe(24)
         resp.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/login", http_only=True, same_site="Strict",
-                        secure=self.settings.public_url.startswith("https://"))
+                        secure=secure_cookies(req, self.settings))
         render(req, resp, "login.html", status=status, login_token=token, error=error,
                next=_safe_next(next_url))
 
@@ -50,7 +51,7 @@ class LoginResource:
             return self._form(req, resp, form.get("next"), "The form expired; please try again.", falcon.HTTP_403)
         if not self.admin.verify_password(form.get("password", "")):
             return self._form(req, resp, form.get("next"), "Wrong password.", falcon.HTTP_401)
-        set_session_cookie(resp, self.admin.open_session(), self.settings, max_age=SESSION_DAYS * 86400)
+        set_session_cookie(req, resp, self.admin.open_session(), self.settings, max_age=SESSION_DAYS * 86400)
         resp.unset_cookie(LOGIN_COOKIE, path="/login")
         redirect(resp, _safe_next(form.get("next")))
 
@@ -64,5 +65,5 @@ class LogoutResource:
 
     def on_post(self, req, resp):
         self.admin.close_session(req.cookies.get(COOKIE))
-        clear_session_cookie(resp, self.settings)
+        clear_session_cookie(req, resp, self.settings)
         redirect(resp, "/login")

@@ -5,6 +5,7 @@ import falcon
 
 from services.gateway import validation
 from services.gateway.errors import ApiError
+from services.gateway.web.queue import FILTERS, in_batches, status_filter
 from shared.contracts.jobs import JobsClient
 
 MAX_IDS = 100
@@ -26,8 +27,12 @@ class UiJobsResource:
                 raise ApiError(falcon.HTTP_400, f"ids: at most {MAX_IDS}", "ids")
             jobs = self.jobs.get_many([validation.job_id(i) for i in ids])
         else:
+            # the queue page's poll: its newest jobs (of its ?status= filter), in the order the page shows them
             recent = req.get_param_as_int("recent", min_value=1, max_value=500, default=50)
-            jobs = self.jobs_service.list(recent)
+            status, problem = status_filter(req.get_param("status"))
+            if problem:
+                raise ApiError(falcon.HTTP_400, f"status: must be one of {', '.join(FILTERS)}", "status")
+            jobs = in_batches(self.jobs_service.list(recent, status))
         resp.media = {"jobs": self.jobs.with_positions(jobs)}
 
 

@@ -5,8 +5,9 @@ Generation goes through `generation.submit`, the same path as POST /api/v1/gener
 strings are only turned into the guide's JSON types here, never validated twice. The Generate form itself
 (its fields, their order, controls, limits, labels and help) is read off the request's model,
 GenerateRequest, through the JSON schema the OpenAPI document publishes. Preset fields are
-validated by the presets service (PresetFields); its InvalidField / Conflict name the field, which is
-shown next to that field with the user's input kept.
+validated by the presets service (PresetFields); its InvalidField / Conflict name the field. A refused
+form shows every field's problem at once, next to each field and listed above the form, with the user's
+input kept: the input is validated again with the same model and put into words by form_errors.py.
 """
 from __future__ import annotations
 
@@ -17,14 +18,21 @@ from dataclasses import dataclass
 import falcon
 
 from shared.errors import Conflict, InvalidField
-from shared.schemas import MAX_COUNT, PresetFields, generate_request_schema, value_schema
+from shared.schemas import MAX_COUNT, GenerateRequest, PresetFields, generate_request_schema, value_schema
 from services.gateway import generation, validation
 from services.gateway.errors import ApiError
+from services.gateway.web.form_errors import form_errors, with_label
 from services.gateway.web.render import form_values, redirect, render
 from shared.contracts.jobs import JobsClient
 from shared.contracts.presets import PresetsClient
 
 PRESET_KEYS = tuple(PresetFields.model_fields)
+PRESET_SCHEMA = PresetFields.model_json_schema()
+# The preset form's labels: the fields' titles, but for two the form words differently.
+PRESET_LABELS = {**{name: prop["title"] for name, prop in PRESET_SCHEMA["properties"].items()},
+                 "negative": "Negative prompt", "cfg": "CFG"}
+# Marked required on the form (and `required`): the fields PresetFields has no default for.
+PRESET_REQUIRED = frozenset(name for name, info in PresetFields.model_fields.items() if info.is_required())
 # What an empty Generate field means, shown as its placeholder: besides this, the preset's own setting.
 EMPTY_MEANS = {"seed": "random"}
 GALLERY_PAGE = 60
@@ -155,6 +163,16 @@ def export_shape(preset: dict) -> dict:
     return shaped
 
 
+def preset_errors(fields: dict, exc=None) -> dict:
+    """Every problem of a preset's `fields` in words ({field: message}), with the error `exc` a service
+    raised for a reason the model cannot see (a taken or reserved slug) added under its field."""
+    errors = form_errors(PresetFields, fields, PRESET_SCHEMA, PRESET_LABELS)
+    if exc is not None:
+        field, message = field_message(exc)
+        errors.setdefault(field, with_label(field, message, PRESET_SCHEMA, PRESET_LABELS))
+    return errors
+
+
 def field_message(exc) -> tuple[str, str]:
     """(field, message) of a field error, without the "field: " prefix the API puts in its message."""
     if isinstance(exc, (InvalidField, Conflict)):
@@ -200,6 +218,7 @@ class _PresetPage:
         self.presets_service = PresetsClient(rpc)
         self.settings = settings
         self.generate_form = generate_form(settings)
+        self.generate_schema = generate_request_schema(settings)
 
     def render_page(self, req, resp, slug, values=None, errors=None, status=falcon.HTTP_200):
         slug = validation.preset_slug(slug)
@@ -235,16 +254,25 @@ class PresetGenerateResource(_PresetPage):
 
     def on_post(self, req, resp, slug):
         form = form_values(req)
+        body = generate_body(form, self.generate_form)
         try:
-            job_ids = generation.submit(self.rpc, self.settings, slug, generate_body(form, self.generate_form))
+            job_ids = generation.submit(self.rpc, self.settings, slug, body)
         except (ApiError, InvalidField) as exc:
             if isinstance(exc, ApiError) and exc.status != falcon.HTTP_400:
                 raise
-            field, message = field_message(exc)
             values = {control.name: form.get(control.name, "") for control in self.generate_form}
-            return self.render_page(req, resp, slug, values=values, errors={field: message},
+            return self.render_page(req, resp, slug, values=values, errors=self.generate_errors(body, exc),
                                     status=falcon.HTTP_400)
         redirect(resp, f"/presets/{slug}?jobs={','.join(job_ids)}")
+
+    def generate_errors(self, body: dict, exc) -> dict:
+        """Every problem of the Generate form in words; `exc` (what submit raised: the first of them, or
+        a problem only the services see, such as an unknown checkpoint) under its field."""
+        errors = form_errors(GenerateRequest, body, self.generate_schema,
+                             context=validation.generate_context(self.settings))
+        field, message = field_message(exc)
+        errors.setdefault(field, with_label(field, message, self.generate_schema))
+        return errors
 
 
 class PresetCoverResource:
@@ -289,15 +317,17 @@ class _PresetForm:
             checkpoints.insert(0, current)  # an edited preset keeps a checkpoint no longer listed
         render(req, resp, "preset_form.html", status=status, mode=mode, values=values, errors=errors or {},
                preset=preset, checkpoints=checkpoints, samplers=SAMPLERS, import_text=import_text,
-               import_errors=import_errors or {}, max_import_bytes=MAX_IMPORT_BYTES)
+               import_errors=import_errors or {}, max_import_bytes=MAX_IMPORT_BYTES, labels=PRESET_LABELS,
+               required=PRESET_REQUIRED)
 
-    def failed(self, req, resp, mode, exc, form, preset=None):
-        field, message = field_message(exc)
+    def failed(self, req, resp, mode, exc, form, checked, preset=None):
+        """The form again, with every problem of `checked` (the fields as the service saw them) and the
+        user's input."""
         status = falcon.HTTP_409 if isinstance(exc, Conflict) else falcon.HTTP_400
         values = {name: form.get(name, "") for name in PRESET_KEYS}
         if preset:
             values["slug"] = preset["slug"]
-        self.render_form(req, resp, mode, values, {field: message}, status, preset=preset)
+        self.render_form(req, resp, mode, values, preset_errors(checked, exc), status, preset=preset)
 
 
 def _new_values() -> dict:
@@ -322,7 +352,7 @@ class PresetsCollectionResource(_PresetForm):
                 raise InvalidField("slug", f"'{fields['slug']}' is reserved for the web UI; choose another")
             created = self.presets_service.create(fields)
         except (InvalidField, Conflict) as exc:
-            return self.failed(req, resp, "new", exc, form)
+            return self.failed(req, resp, "new", exc, form, fields)
         redirect(resp, f"/presets/{created['slug']}")
 
 
@@ -340,10 +370,13 @@ class PresetEditResource(_PresetForm):
     def on_post(self, req, resp, slug):
         preset = self._preset(slug)
         form = form_values(req)
+        fields = preset_fields(form, with_slug=False)
         try:
-            self.presets_service.update(preset["slug"], preset_fields(form, with_slug=False))
+            self.presets_service.update(preset["slug"], fields)
         except (InvalidField, Conflict) as exc:
-            return self.failed(req, resp, "edit", exc, form, preset=preset)
+            # as the service checks it: the stored preset with the form's changes
+            checked = {**export_shape(preset), **fields, "slug": preset["slug"]}
+            return self.failed(req, resp, "edit", exc, form, checked, preset=preset)
         redirect(resp, f"/presets/{preset['slug']}")
 
 
@@ -376,8 +409,8 @@ class PresetsExportResource:
 
 
 def parse_import(text: str) -> list:
-    """The textarea's JSON as a list of presets: an array, or {"presets": [...]} as the export and the
-    API's list are shaped. Raises ValueError with a message for the user."""
+    """The textarea's JSON as a list of presets: an array (what /presets/export.json writes), one preset
+    object, or {"presets": [...]} (the REST API's list). Raises ValueError with a message for the user."""
     if not text.strip():
         raise ValueError("paste the JSON of one or more presets, or choose a file")
     try:
@@ -389,7 +422,7 @@ def parse_import(text: str) -> list:
     elif isinstance(data, dict) and "slug" in data:
         data = [data]
     if not isinstance(data, list):
-        raise ValueError('must be a JSON array of presets or {"presets": [...]}')
+        raise ValueError('must be a JSON array of presets, as Export all writes it (or {"presets": [...]})')
     if not data:
         raise ValueError("the list of presets is empty")
     if len(data) > MAX_IMPORT_PRESETS:
@@ -418,19 +451,39 @@ class PresetsImportResource(_PresetForm):
         render(req, resp, "preset_import.html", results=results, counts=counts)
 
     def _import_one(self, index, item) -> dict:
+        """One preset's outcome: created, skipped (its slug exists) or invalid, with every problem
+        ({field: message}) in `errors`."""
         if not isinstance(item, dict):
-            return {"index": index, "slug": None, "name": None, "outcome": "invalid", "field": None,
-                    "message": "not a JSON object"}
+            return {"index": index, "slug": None, "name": None, "outcome": "invalid",
+                    "errors": {"preset": 'Not a JSON object: each preset is {"slug": ..., "name": ..., ...}'}}
         fields = {key: value for key, value in item.items() if key not in IGNORED_IMPORT_KEYS}
         slug = fields.get("slug") if isinstance(fields.get("slug"), str) else None
         name = fields.get("name") if isinstance(fields.get("name"), str) else None
-        result = {"index": index, "slug": slug, "name": name, "field": None, "message": None}
+        result = {"index": index, "slug": slug, "name": name, "errors": {}}
         try:
             if slug in RESERVED_SLUGS:
                 raise InvalidField("slug", f"'{slug}' is reserved for the web UI")
             self.presets_service.create(fields)
-        except Conflict as exc:
-            return {**result, "outcome": "skipped", "field": exc.field, "message": exc.message}
+        except Conflict:
+            return {**result, "outcome": "skipped"}
         except InvalidField as exc:
-            return {**result, "outcome": "invalid", "field": exc.field, "message": exc.message}
+            return {**result, "outcome": "invalid", "errors": preset_errors(fields, exc)}
         return {**result, "outcome": "created"}
+
+
+class PresetGalleryResource:
+    """GET /presets/{slug}/gallery?limit=N: the preset's N newest gallery items, as the preset page renders
+    them (one template, gallery_item.html): preset.js adds those its page lacks as a batch's jobs finish,
+    so an image that arrives live shows the same prompt, seed and settings as after a reload."""
+
+    login_required = True
+
+    def __init__(self, rpc):
+        self.jobs_service = JobsClient(rpc)
+        self.presets_service = PresetsClient(rpc)
+
+    def on_get(self, req, resp, slug):
+        slug = validation.preset_slug(slug)
+        preset = self.presets_service.get(slug)
+        limit = req.get_param_as_int("limit", min_value=1, max_value=GALLERY_PAGE, default=MAX_COUNT)
+        render(req, resp, "gallery_items.html", preset=preset, images=self.jobs_service.images(slug, limit, 0))

@@ -1,12 +1,23 @@
-"""The queue page: the newest jobs with their live status; queue.js adds new ones as they are made."""
+"""The queue page: the newest jobs with their live status, optionally of one status only (?status=);
+queue.js adds new ones as they are made."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import falcon
+
+from shared.job_states import STATES
+from shared.schemas import MAX_COUNT
 from services.gateway.web.render import render
 from shared.contracts.jobs import JobsClient
 
 QUEUE_SIZE = 100
+ALL = "all"
+FILTERS = (ALL, *STATES)   # the page's status filter, in the job state machine's order
+# The jobs of one request (a batch) are created MAX_COUNT microseconds apart at most (the jobs service
+# stamps job i with the transaction's time + i µs), so jobs of one preset created closer together than
+# this are one batch. Half a microsecond of slack: the times arrive as float seconds.
+BATCH_SPAN = (MAX_COUNT - 0.5) * 1e-6
 
 
 def created(timestamp) -> dict:
@@ -19,6 +30,31 @@ def created(timestamp) -> dict:
             "text": moment.strftime("%Y-%m-%d %H:%M:%S UTC")}
 
 
+def in_batches(jobs: list[dict]) -> list[dict]:
+    """`jobs` (newest first, as jobs.list answers) as the queue shows them: the newest batch first, and
+    each batch's jobs in the order they were made (job i, with seed + i, before job i + 1), not backwards."""
+    batches: list[list[dict]] = []
+    latest: dict = {}     # preset -> its newest batch so far (another preset's batch may interleave)
+    for job in sorted(jobs, key=lambda j: j.get("created_at") or 0.0):
+        current = latest.get(job.get("preset"))
+        if (current is not None and job.get("created_at") is not None and current[0].get("created_at") is not None
+                and job["created_at"] - current[0]["created_at"] < BATCH_SPAN):
+            current.append(job)
+        else:
+            latest[job.get("preset")] = [job]
+            batches.append(latest[job.get("preset")])
+    return [job for batch in reversed(batches) for job in batch]
+
+
+def status_filter(raw) -> tuple[str | None, str | None]:
+    """?status= as (the status to list, or None for all; a message when the value is not one)."""
+    if raw in (None, "", ALL):
+        return None, None
+    if raw in STATES:
+        return raw, None
+    return None, f"There is no job status \u201c{raw[:40]}\u201d: showing every status."
+
+
 class QueueResource:
     login_required = True
 
@@ -26,5 +62,8 @@ class QueueResource:
         self.jobs_service = JobsClient(rpc)
 
     def on_get(self, req, resp):
-        jobs = self.jobs_service.list(QUEUE_SIZE)
-        render(req, resp, "queue.html", jobs=jobs, queue_size=QUEUE_SIZE, created=created)
+        status, problem = status_filter(req.get_param("status"))
+        jobs = in_batches(self.jobs_service.list(QUEUE_SIZE, status))
+        render(req, resp, "queue.html", status=falcon.HTTP_400 if problem else falcon.HTTP_200, jobs=jobs,
+               queue_size=QUEUE_SIZE, created=created, filters=FILTERS, current_filter=status or ALL,
+               filter_problem=problem)

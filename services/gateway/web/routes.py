@@ -5,9 +5,9 @@ from services.gateway.web.auth import LoginResource, LogoutResource
 from services.gateway.web.jobs_api import UiJobCancelResource, UiJobsResource
 from services.gateway.web.library import LibraryResource
 from services.gateway.web.presets import (PresetCoverClearResource, PresetCoverResource, PresetDeleteResource,
-                                          PresetEditResource, PresetGenerateResource, PresetNewResource,
-                                          PresetResource, PresetsCollectionResource, PresetsExportResource,
-                                          PresetsImportResource)
+                                          PresetEditResource, PresetGalleryResource, PresetGenerateResource,
+                                          PresetNewResource, PresetResource, PresetsCollectionResource,
+                                          PresetsExportResource, PresetsImportResource)
 from services.gateway.web.render import ASSETS_PREFIX, STATIC
 from services.gateway.web.thumbnails import ThumbnailResource
 from services.gateway.web.queue import QueueResource
@@ -15,10 +15,10 @@ from services.gateway.web.settings import (ApiGuideResource, ApiKeysResource, Re
                                            RevokeKeyResource, RotateWebhookSecretResource, SettingsResource)
 
 
-def mount(app, settings, rpc, keys, admin, jobs) -> None:
+def mount(app, settings, rpc, keys, admin, jobs, presets) -> None:
     app.add_route("/login", LoginResource(admin, settings))
     app.add_route("/logout", LogoutResource(admin, settings))
-    app.add_route("/", LibraryResource(rpc))
+    app.add_route("/", LibraryResource(rpc, presets))
     app.add_route("/ui/jobs", UiJobsResource(rpc, jobs))
     app.add_route("/ui/jobs/{job_id}/cancel", UiJobCancelResource(jobs))
     app.add_route("/presets", PresetsCollectionResource(rpc))
@@ -27,6 +27,7 @@ def mount(app, settings, rpc, keys, admin, jobs) -> None:
     app.add_route("/presets/export.json", PresetsExportResource(rpc))
     app.add_route("/presets/{slug}", PresetResource(rpc, settings))
     app.add_route("/presets/{slug}/generate", PresetGenerateResource(rpc, settings))
+    app.add_route("/presets/{slug}/gallery", PresetGalleryResource(rpc))
     app.add_route("/presets/{slug}/cover", PresetCoverResource(rpc))
     app.add_route("/presets/{slug}/cover/clear", PresetCoverClearResource(rpc))
     app.add_route("/presets/{slug}/edit", PresetEditResource(rpc))

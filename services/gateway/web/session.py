@@ -18,16 +18,26 @@ from services.gateway.web.render import MAX_FORM_BYTES, form_values
 COOKIE = "gaze_session"
 
 
-def set_session_cookie(resp, token: str, settings, max_age: int) -> None:
+def secure_cookies(req, settings) -> bool:
+    """Whether this request's cookies are marked Secure (sent back over https only): when it came over
+    https, when the public URL is https, or, with GAZE_TRUST_PROXY_HEADERS on, when the proxy in front
+    says it did (X-Forwarded-Proto or Forwarded proto=https). Without that setting a client could send
+    the header itself, so it is not read."""
+    if req.scheme == "https" or settings.public_url.startswith("https://"):
+        return True
+    return settings.trust_proxy_headers and req.forwarded_scheme == "https"
+
+
+def set_session_cookie(req, resp, token: str, settings, max_age: int) -> None:
     resp.set_cookie(COOKIE, token, max_age=max_age, path="/", http_only=True, same_site="Lax",
-                    secure=settings.public_url.startswith("https://"))
+                    secure=secure_cookies(req, settings))
 
 
-def clear_session_cookie(resp, settings) -> None:
+def clear_session_cookie(req, resp, settings) -> None:
     # set_cookie, not unset_cookie: Falcon 4.4's unset_cookie takes no `secure`, and the expired cookie
     # must carry the same attributes as the one it replaces
     resp.set_cookie(COOKIE, "", expires=datetime(1970, 1, 1, tzinfo=timezone.utc), path="/",
-                    secure=settings.public_url.startswith("https://"), http_only=True, same_site="Lax")
+                    secure=secure_cookies(req, settings), http_only=True, same_site="Lax")
 
 
 def csrf_ok(expected: str, given) -> bool:

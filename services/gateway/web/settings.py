@@ -21,6 +21,7 @@ from services.gateway.stores.rpc import ServiceUnavailable
 from services.gateway.errors import ApiError
 from shared.contracts.webhooks import WebhooksClient
 from shared.errors import InvalidField
+from services.gateway.web.client_wheel import wheel_name
 from services.gateway.web.render import form_values, redirect, render
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class _SettingsPage:
                active_keys=active,
                revoked_keys=[k for k in keys if k["revoked_at"] is not None],
                public_url=self.settings.public_url.rstrip("/"), guide_available=GUIDE.is_file(),
-               default_key=DEFAULT_KEY, when=when, **context)
+               default_key=DEFAULT_KEY, when=when, client_wheel=wheel_name(), **context)
 
     def show_new_key(self, req, resp, key, name, replaced):
         resp.set_header("Pragma", "no-cache")

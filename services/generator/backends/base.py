@@ -8,15 +8,36 @@ freely. They never run inside the replica's eventlet process.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, runtime_checkable
+from typing import NamedTuple, Optional, Protocol, runtime_checkable
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 
+class Reason(NamedTuple):
+    """A failure said twice. `public` is what the job's client reads as its `error`: a reason they can act
+    on ("checkpoint 'x' is not installed on this node; installed: a, b"), with no URL, host, file path or
+    exception text. `detail` is the operator's: the same with the server, the cause, the file; the replica
+    logs it under the job id (services/generator/service.py `_fail`)."""
+
+    public: str
+    detail: str
+
+
 class BackendError(Exception):
-    """A failure the user should read as the job's error (bad checkpoint, backend unreachable, ...)."""
+    """A job's failure (bad checkpoint, backend unreachable, ...): `str(exc)` and `public` are what its client
+    reads, `detail` what the operator reads in the generator's log (the public text when not given).
+    `raise BackendError(*reason)` for a Reason."""
+
+    def __init__(self, public: str, detail: str | None = None):
+        super().__init__(public)
+        self.public = public
+        self.detail = detail if detail is not None else public
+
+    def __reduce__(self):
+        return type(self), (self.public, self.detail)
 
 
 class JobCancelled(BackendError):
@@ -132,3 +153,26 @@ def encode_png(image: Image.Image, metadata: dict) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info, compress_level=1)
     return buffer.getvalue()
+
+
+# What no job error a client reads may carry, whoever wrote it (a bundled backend's words are built without
+# them; a plugged-in one's, GAZE_BACKEND=package.module:Class, may not be): URLs, absolute file paths,
+# IP addresses and host:port pairs. `public_text` replaces each with HIDDEN, as the last step before a job's
+# error leaves the replica.
+HIDDEN = "[internal]"
+_INTERNALS = (
+    re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s'\"<>()\[\]]+"),          # scheme://anything
+    re.compile(r"\b[A-Za-z]:\\[^\s'\"]*"),                                  # C:\windows\path
+    re.compile(r"(?<![\w.~\-/])(?:~|\.{1,2})?/[^\s/'\"(),;]+(?:/[^\s/'\"(),;]*)*"),  # /an/absolute/path
+    re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b"),                      # 10.0.0.7[:8188]
+    re.compile(r"\[[0-9a-fA-F:]*:[0-9a-fA-F:]+\](?::\d{1,5})?"),                  # [::1]:8188
+    re.compile(r"\b[A-Za-z][\w\-]*(?:\.[\w\-]+)*:\d{2,5}\b"),                       # gpu-3:8188, host.lan:443
+)
+
+
+def public_text(text: str) -> str:
+    """`text` without URLs, absolute paths, IP addresses or host:port pairs (each replaced by HIDDEN)."""
+    text = str(text)
+    for pattern in _INTERNALS:
+        text = pattern.sub(HIDDEN, text)
+    return text

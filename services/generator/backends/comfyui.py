@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import requests
 
-from services.generator.backends.base import BackendError, GeneratedImage, as_context, encode_png, png_metadata
+from services.generator.backends.base import BackendError, GeneratedImage, Reason, as_context, encode_png, png_metadata
 from services.generator.backends.comfyui_messages import (
     checkpoints_node_missing, checkpoints_not_choices, checkpoints_unanswered, combo_options, gave_up,
     health_nodes_unlisted, health_status, health_unreachable, health_unreadable, healthy, image_not_fetched,
@@ -129,14 +129,14 @@ class ComfyUIBackend:
             response.raise_for_status()
             info = response.json().get(class_type)
         except (requests.RequestException, ValueError) as exc:
-            raise BackendError(checkpoints_unanswered(self.url, reason(exc))) from None
+            raise BackendError(*checkpoints_unanswered(self.url, reason(exc))) from None
         if not info:
-            raise BackendError(checkpoints_node_missing(self.url, class_type))
+            raise BackendError(*checkpoints_node_missing(self.url, class_type))
         inputs = info.get("input") or {}
         spec = (inputs.get("required") or {}).get(input_name) or (inputs.get("optional") or {}).get(input_name)
         choices = combo_options(spec)
         if choices is None:
-            raise BackendError(checkpoints_not_choices(self.url, class_type, input_name))
+            raise BackendError(*checkpoints_not_choices(self.url, class_type, input_name))
         return [str(choice) for choice in choices]
 
     def health(self) -> tuple[bool, str]:
@@ -196,8 +196,8 @@ class _Run:
                     entry = self.prompt.follow()
                 except PromptLost as exc:
                     if submission == MAX_SUBMISSIONS:
-                        raise BackendError(gave_up(exc, submission)) from None
-                    log.warning("%s; submitting it again", exc)     # the same job, under a new prompt_id
+                        raise BackendError(*gave_up(Reason(exc.public, exc.detail), submission)) from None
+                    log.warning("%s; submitting it again", exc.detail)     # the same job, under a new prompt_id
                     continue
                 return self._result(entry)
         except BaseException:
@@ -229,7 +229,7 @@ class _Run:
             except Unreachable as exc:
                 now = time.monotonic()
                 if now + delay > give_up:
-                    raise BackendError(unreachable(server.url, exc, attempts, now - self.clock.created)) from None
+                    raise BackendError(*unreachable(server.url, exc, attempts, now - self.clock.created)) from None
                 log.warning("ComfyUI at %s unreachable (%s); retrying in %.2fs", server.url, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -241,10 +241,10 @@ class _Run:
         except ValueError:
             answer = None
         if response.status_code == 400 and isinstance(answer, dict):
-            raise BackendError(validation_message(
+            raise BackendError(*validation_message(
                 answer, graph=self.graph, checkpoint_inputs=self.backend.workflow.mapping.get("checkpoint", ()),
                 checkpoint=self.spec.checkpoint, url=server.url))
-        raise BackendError(prompt_refused(server.url, response.status_code, response.text))
+        raise BackendError(*prompt_refused(server.url, response.status_code, response.text))
 
     def _accepted(self, prompt: Prompt, response):
         prompt.submitted = True
@@ -266,7 +266,7 @@ class _Run:
         params = view_params(pick_image(entry.get("outputs") or {}, self.backend.workflow))
         response = self.server.request("GET", "/view", params=params)
         if response.status_code != 200:
-            raise BackendError(image_not_fetched(params["filename"], self.server.url, response.status_code))
+            raise BackendError(*image_not_fetched(params["filename"], self.server.url, response.status_code))
         image = read_image(response.content, params["filename"])
         metadata = png_metadata(self.spec, BACKEND_NAME)
         log.info("prompt %s: done in %.2fs (%s)", self.prompt.id,

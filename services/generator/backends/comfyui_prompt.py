@@ -72,7 +72,7 @@ class Prompt:
             if self.job.cancelled():
                 outcome = self.cancel()
                 self.settled = True
-                raise JobCancelled(cancelled(outcome))
+                raise JobCancelled(*cancelled(outcome))
             if server.ws is not None:
                 event = server.receive(min(self.clock.deadline - now, poll), self.id)
                 if event is not None:
@@ -91,7 +91,7 @@ class Prompt:
             misses = misses + 1 if self._lost() else 0
             if misses >= 2:
                 self.settled = True
-                raise PromptLost(prompt_lost(server.url, self.id))
+                raise PromptLost(*prompt_lost(server.url, self.id))
             if server.ws is None:
                 time.sleep(max(0.0, min(poll, self.clock.deadline - time.monotonic())))
                 server.reopen_ws()
@@ -125,10 +125,10 @@ class Prompt:
                 self.outputs[str(data["node"])] = output
         elif kind == "execution_error":
             self.settled = True
-            raise BackendError(execution_error_message(data))
+            raise BackendError(*execution_error_message(data))
         elif kind == "execution_interrupted":
             self.settled = True
-            raise BackendError(interrupted_message(data))
+            raise BackendError(*interrupted_message(data))
         elif kind == "execution_success" or (kind == "executing" and data.get("node") is None
                                              and data.get("prompt_id") == self.id):
             self.settled = True
@@ -174,13 +174,13 @@ class Prompt:
         if self.outputs:
             log.warning("prompt %s: no history entry; using the outputs seen on the websocket", self.id)
             return {"outputs": self.outputs}
-        raise BackendError(done_without_history(self.server.url, self.id))
+        raise BackendError(*done_without_history(self.server.url, self.id))
 
     def _settle(self, entry: dict) -> dict:
         self.settled = True
         failure = history_failure(entry, self.id)
         if failure is not None:
-            raise BackendError(failure)
+            raise BackendError(*failure)
         return entry
 
     def _lost(self) -> bool:
@@ -196,4 +196,4 @@ class Prompt:
     def _time_out(self):
         outcome = self.cancel()
         self.settled = True
-        raise BackendError(timed_out(self.clock.limit_seconds, outcome))
+        raise BackendError(*timed_out(self.clock.limit_seconds, outcome))

@@ -7,14 +7,14 @@ import io
 
 from PIL import Image
 
-from services.generator.backends.base import BackendError
+from services.generator.backends.base import BackendError, Reason
 from services.generator.backends.comfyui_messages import (
     execution_error_message, failed_without_details, image_unreadable, interrupted_message, no_image,
 )
 
 
-def history_failure(entry: dict, prompt_id) -> str | None:
-    """Why the prompt failed, from its history entry (the error a client reads); None when it did not."""
+def history_failure(entry: dict, prompt_id) -> Reason | None:
+    """Why the prompt failed, from its history entry (the job's error); None when it did not."""
     status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
     for message in status.get("messages") or []:
         if not (isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict)):
@@ -41,7 +41,7 @@ def pick_image(outputs: dict, workflow) -> dict:
     saved = [image for image in everything if image.get("type") == "output"]
     if saved or everything:
         return (saved or everything)[0]
-    raise BackendError(no_image(workflow.source))
+    raise BackendError(*no_image(workflow.source))
 
 
 def view_params(image_ref: dict) -> dict:
@@ -56,5 +56,5 @@ def read_image(content: bytes, filename) -> Image.Image:
         image = Image.open(io.BytesIO(content))
         image.load()
     except Exception as exc:  # Pillow raises many kinds for a bad file
-        raise BackendError(image_unreadable(filename, exc)) from None
+        raise BackendError(*image_unreadable(filename, exc)) from None
     return image

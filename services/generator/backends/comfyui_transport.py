@@ -14,7 +14,7 @@ import websocket
 
 from services.generator.backends.base import BackendError
 from services.generator.backends.comfyui_messages import (
-    ALREADY_GONE, INTERRUPTED, REMOVED_FROM_QUEUE, no_answer_in_time, not_cancelled, orphans_not_removed,
+    ALREADY_GONE, INTERRUPTED, NOT_CANCELLED, REMOVED_FROM_QUEUE, no_answer_in_time, orphans_not_removed,
     orphans_removed, reason, unreachable_during_job,
 )
 
@@ -70,7 +70,7 @@ class Connection:
         except requests.ConnectionError as exc:
             raise Unreachable(reason(exc)) from None
         except requests.Timeout as exc:
-            raise BackendError(no_answer_in_time(self.url, method, path, reason(exc))) from None
+            raise BackendError(*no_answer_in_time(self.url, method, path, reason(exc))) from None
         if response.status_code in (502, 503, 504):
             raise Unreachable(f"HTTP {response.status_code}")
         self.last_contact = time.monotonic()
@@ -83,7 +83,7 @@ class Connection:
             response = self.request("GET", f"/history/{quote(prompt_id, safe='')}")
         except Unreachable as exc:
             if time.monotonic() - self.last_contact > self.retry_seconds:
-                raise BackendError(unreachable_during_job(self.url, exc)) from None
+                raise BackendError(*unreachable_during_job(self.url, exc)) from None
             return False, None
         if response.status_code != 200:
             return False, None
@@ -101,7 +101,8 @@ class Connection:
 
     def cancel(self, prompt_id) -> str:
         """Stop the prompt, and only it: delete it while it waits, interrupt it while it runs. Says what
-        became of it (comfyui_messages); never raises for a server that does not answer."""
+        became of it (comfyui_messages' public words; why a cancel failed is logged here); never raises for
+        a server that does not answer."""
         try:
             running, pending = self.queue()
             if prompt_id in pending:
@@ -112,7 +113,8 @@ class Connection:
                 return INTERRUPTED
             return ALREADY_GONE
         except (Unreachable, requests.RequestException, ValueError) as exc:
-            return not_cancelled(exc)
+            log.warning("prompt %s: could not cancel it on ComfyUI at %s (%s)", prompt_id, self.url, reason(exc))
+            return NOT_CANCELLED
 
     # ---- the websocket: ComfyUI sends a prompt's progress only to the socket of the prompt's client id
 

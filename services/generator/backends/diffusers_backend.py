@@ -79,11 +79,15 @@ KARRAS_SUFFIX = "_karras"
 SAMPLER_NEEDS = {"lms": "scipy", "dpmpp_sde": "torchsde"}
 
 
+NOT_INSTALLED = "the diffusers backend is not installed on this generator (its log says how to install it)"
+
+
 def _torch():
     try:
         import torch
     except ImportError as exc:
-        raise BackendError("the diffusers backend needs torch: pip install -e '.[diffusers]'") from exc
+        raise BackendError(NOT_INSTALLED,
+                           "the diffusers backend needs torch: pip install -e '.[diffusers]'") from exc
     return torch
 
 
@@ -93,7 +97,8 @@ def _diffusers():
     try:
         import diffusers
     except ImportError as exc:
-        raise BackendError("the diffusers backend needs diffusers: pip install -e '.[diffusers]'") from exc
+        raise BackendError(NOT_INSTALLED,
+                           "the diffusers backend needs diffusers: pip install -e '.[diffusers]'") from exc
     return diffusers
 
 
@@ -148,7 +153,8 @@ class DiffusersBackend:
             try:
                 return names[self._dtype_setting.lower()]
             except KeyError:
-                raise BackendError(f"GAZE_DIFFUSERS_DTYPE {self._dtype_setting!r} is not one of "
+                raise BackendError("the generator's diffusers backend is misconfigured (its log says how)",
+                                   f"GAZE_DIFFUSERS_DTYPE {self._dtype_setting!r} is not one of "
                                    "float16, bfloat16, float32") from None
         return torch.float16 if self.device.startswith("cuda") else torch.float32
 
@@ -178,7 +184,7 @@ class DiffusersBackend:
             torch = _torch()
             diffusers = _diffusers()
         except BackendError as exc:
-            return False, str(exc)
+            return False, exc.detail
         device = self.device
         if device.startswith("cuda"):
             if not torch.cuda.is_available():
@@ -209,8 +215,9 @@ class DiffusersBackend:
                 self._free_cuda()
                 raise BackendError(f"out of GPU memory generating {spec.width}x{spec.height} with "
                                    f"{spec.checkpoint}; try a smaller size") from None
-            except ValueError as exc:  # the pipeline's own input checks (sizes, prompts) read well as they are
-                raise BackendError(f"diffusers refused the job: {exc}") from exc
+            except ValueError as exc:  # the pipeline's own input checks (sizes, prompts): the text is the log's
+                raise BackendError("diffusers refused the job's parameters (its size, prompt or steps)",
+                                   f"diffusers refused the job: {exc}") from exc
         metadata = png_metadata(spec, self.name)
         return GeneratedImage(encode_png(image, metadata), image.width, image.height, metadata)
 
@@ -226,7 +233,8 @@ class DiffusersBackend:
             raise BackendError(f"checkpoint {checkpoint!r} is not a .safetensors or .ckpt file")
         path = self.models_dir / Path(*relative.parts)
         if not path.is_file():
-            raise BackendError(f"checkpoint {checkpoint!r} not found in the models directory {self.models_dir}")
+            raise BackendError(f"checkpoint {checkpoint!r} not found in the models directory",
+                               f"checkpoint {checkpoint!r} not found in the models directory {self.models_dir}")
         return path
 
     def _pipeline(self, checkpoint, path):
@@ -245,7 +253,8 @@ class DiffusersBackend:
             self._free_cuda()
             raise BackendError(f"out of GPU memory loading checkpoint {checkpoint!r}") from None
         except Exception as exc:
-            raise BackendError(f"could not load checkpoint {checkpoint!r}: {type(exc).__name__}: {exc}") from exc
+            raise BackendError(f"could not load checkpoint {checkpoint!r} (the generator's log has the details)",
+                               f"could not load checkpoint {checkpoint!r}: {type(exc).__name__}: {exc}") from exc
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         self._pipe, self._loaded_key = pipe, key
@@ -292,6 +301,8 @@ class DiffusersBackend:
         except Exception:  # not in the cache either: say what to put where
             pass
         raise BackendError(
+            f"the generator has no diffusers pipeline configuration for {repo_id} checkpoints (its operator "
+            f"must install it)",
             f"no local diffusers config for {repo_id}: put its config files (model_index.json, */config.json, "
             f"tokenizer files; no weights) in {candidate} — `python -m "
             f"services.generator.backends.diffusers_backend fetch-configs {self.config_dir}` on a machine "
@@ -325,7 +336,8 @@ class DiffusersBackend:
             raise
         except ImportError:  # diffusers' placeholder class for a scheduler whose package is missing
             package = SAMPLER_NEEDS.get(sampler.removesuffix(KARRAS_SUFFIX), "a package that is not installed")
-            raise BackendError(f"sampler {sampler!r} needs {package} on the generator (pip install "
+            raise BackendError(f"sampler {sampler!r} is not available on this generator (it needs {package})",
+                               f"sampler {sampler!r} needs {package} on the generator (pip install "
                                f"{package if package in SAMPLER_NEEDS.values() else '...'})") from None
 
     # ---- running ------------------------------------------------------------------------------------
@@ -387,7 +399,8 @@ def infer_model_type(path: Path) -> str:
             with safe_open(str(path), framework="pt") as handle:
                 return infer_diffusers_model_type(_LazyStateDict(handle))
         except Exception as exc:
-            raise BackendError(f"{path.name} is not a readable safetensors file: {exc}") from exc
+            raise BackendError(f"{path.name} is not a readable safetensors file",
+                               f"{path} is not a readable safetensors file: {exc}") from exc
     return infer_diffusers_model_type(load_single_file_checkpoint(str(path), local_files_only=True))
 
 

@@ -28,8 +28,8 @@ class JobsClient(ServiceClient):
     def get(self, job_id: str) -> dict:
         return self._call("get", job_id)
 
-    def list(self, limit: int = 50) -> list[dict]:
-        return self._call("list", limit)
+    def list(self, limit: int = 50, status: str | None = None) -> list[dict]:
+        return self._call("list", limit, status)
 
     def get_many(self, job_ids: list[str]) -> list[dict]:
         return self._call("get_many", job_ids)

@@ -67,18 +67,23 @@ function watchJobs() {
   tick();
 }
 
-// <button data-copy="#selector"> copies the text (or value) of the target.
+// <button data-copy="#selector"> copies the text (or value) of the target; <button data-copy-text="...">
+// copies that text (a job's full id where the page shows its first characters).
 function copyButtons() {
   document.addEventListener("click", async (event) => {
-    const button = event.target.closest("[data-copy]");
+    const button = event.target.closest("[data-copy], [data-copy-text]");
     if (!button) return;
-    const target = document.querySelector(button.dataset.copy);
-    const text = target.value !== undefined ? target.value : target.textContent;
+    const target = button.dataset.copy ? document.querySelector(button.dataset.copy) : null;
+    const text = target ? (target.value !== undefined ? target.value : target.textContent) : button.dataset.copyText;
     try {
       await navigator.clipboard.writeText(text.trim());
     } catch {
-      target.select && target.select();
-      document.execCommand("copy");
+      if (target) {
+        target.select && target.select();
+        document.execCommand("copy");
+      } else {
+        window.prompt("Copy the text:", text);
+      }
     }
     const label = button.textContent;
     button.textContent = "Copied";

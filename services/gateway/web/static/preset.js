@@ -1,41 +1,51 @@
-// GAZE preset pages: new images join the gallery live, thumbnails fall back to the full image, the
-// import form loads a chosen file into its textarea. Plain JavaScript, no build step; needs gaze.js (and
-// its TERMINAL, the job states that end a job).
+// GAZE preset pages: new images join the gallery live, the Generate form keeps its values across a
+// submit, thumbnails fall back to the full image, the import form loads a chosen file into its textarea.
+// Plain JavaScript, no build step; needs gaze.js (and its TERMINAL, the job states that end a job).
 "use strict";
 
 (() => {
 
-  function thumbUrl(relativePath, size = 512) {
-    return `/thumbs/${size}/${relativePath.split("/").map(encodeURIComponent).join("/")}`;
+  // gaze.js dispatches gaze:job-finished from each [data-job-id] element when its job ends. The images
+  // that finished are fetched as the page renders them (/presets/<slug>/gallery: the same template, with
+  // prompt, seed and checkpoint) and those the gallery lacks are added on top. Finishes close together
+  // share one request.
+  let refreshing = null;
+  let finished = 0;
+  function refreshGallery() {
+    finished += 1;
+    if (refreshing) return;
+    refreshing = setTimeout(async () => {
+      const limit = Math.min(60, finished + 5);   // every image done meanwhile, and a few from elsewhere
+      refreshing = null;
+      finished = 0;
+      try {
+        await addNewImages(limit);
+      } catch (err) {
+        console.warn("gallery refresh failed", err);
+      }
+    }, 250);
   }
 
-  // gaze.js dispatches gaze:job-finished from each [data-job-id] element when its job ends.
-  function addToGallery(job) {
+  async function addNewImages(limit) {
     const gallery = document.querySelector("[data-gallery]");
-    const template = document.getElementById("gallery-item-template");
-    const result = job.result;
-    if (!gallery || !template || !result || !result.relative_path) return;
-    if (job.preset && job.preset !== gallery.dataset.slug) return;
-    // The page may already list it (the job finished between the two queries that built the page).
-    const known = [...gallery.querySelectorAll("[data-image-job]")].some((el) => el.dataset.imageJob === job.id);
-    if (known) return;
-
-    const item = template.content.firstElementChild.cloneNode(true);
-    item.dataset.imageJob = job.id;
-    const link = item.querySelector(".gallery-thumb");
-    link.href = result.image_url;
-    const img = item.querySelector("img");
-    img.dataset.full = result.image_url;
-    if (result.width && result.height) { img.width = result.width; img.height = result.height; }
-    img.alt = `${img.alt.replace(/, new image$/, "")}, seed ${result.seed}`;
-    img.src = thumbUrl(result.relative_path);
-    item.querySelector('[data-field="seed"]').textContent = String(result.seed);
-    item.querySelector('[data-field="size"]').textContent = `${result.width}×${result.height}`;
-    item.querySelector('input[name="relative_path"]').value = result.relative_path;
-    gallery.prepend(item);
-    for (const empty of document.querySelectorAll("[data-gallery-empty]")) empty.hidden = true;
     const counter = document.querySelector("[data-gallery-count]");
-    if (counter && counter.dataset.offset === "0") {
+    // only the first page of the gallery shows the newest images
+    if (!gallery || (counter && counter.dataset.offset !== "0")) return;
+    const response = await fetch(`/presets/${encodeURIComponent(gallery.dataset.slug)}/gallery?limit=${limit}`,
+                                 { headers: { Accept: "text/html" } });
+    if (!response.ok) throw new Error(`status ${response.status}`);
+    const parsed = document.createElement("template");
+    parsed.innerHTML = await response.text();
+    const known = new Set([...gallery.querySelectorAll("[data-image-job]")].map((el) => el.dataset.imageJob));
+    // newest first: prepend the oldest new one first, so that the newest ends on top
+    const fresh = [...parsed.content.querySelectorAll("[data-image-job]")].filter((el) => !known.has(el.dataset.imageJob));
+    for (const item of fresh.reverse()) {
+      item.classList.add("is-new");
+      gallery.prepend(item);
+    }
+    if (!fresh.length) return;
+    for (const empty of document.querySelectorAll("[data-gallery-empty]")) empty.hidden = true;
+    if (counter) {
       const n = gallery.querySelectorAll(".gallery-item").length;
       counter.textContent = `${n}${counter.textContent.includes("+") ? "+" : ""} image${n === 1 ? "" : "s"}`;
     }
@@ -53,8 +63,42 @@
   }
 
   document.addEventListener("gaze:job-finished", (event) => {
-    if (event.detail && event.detail.status === "done") addToGallery(event.detail);
+    if (event.detail && event.detail.status === "done") refreshGallery();
     updateBatchSummary();
+  });
+
+  // The Generate form keeps its values across its submit (the answer is a fresh page, whose form would
+  // show the defaults again): they are kept for the preset in this tab's sessionStorage and put back when
+  // the page loads, unless the server already shows them (a refused form). Reset goes back to the defaults.
+  const KEPT = "gaze.generate.";
+  const keptKey = (form) => KEPT + form.dataset.slug;
+  const controls = (form) => [...form.elements].filter((el) => el.name && el.name !== "csrf_token" && el.type !== "file");
+
+  function keepValues(form) {
+    try {
+      sessionStorage.setItem(keptKey(form), JSON.stringify(Object.fromEntries(controls(form).map((el) => [el.name, el.value]))));
+    } catch (err) {
+      console.warn("could not keep the form's values", err);   // storage full or disabled: nothing kept
+    }
+  }
+
+  function restoreValues(form) {
+    let kept = null;
+    try { kept = JSON.parse(sessionStorage.getItem(keptKey(form)) || "null"); } catch { kept = null; }
+    if (!kept || form.querySelector('[aria-invalid="true"]')) return;
+    for (const el of controls(form)) {
+      if (!(el.name in kept)) continue;
+      if (el.tagName === "SELECT" && ![...el.options].some((option) => option.value === kept[el.name])) continue;
+      el.value = kept[el.name];
+    }
+  }
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-generate-reset]");
+    if (!button) return;
+    const form = button.closest("form");
+    try { sessionStorage.removeItem(keptKey(form)); } catch { /* nothing kept */ }
+    form.reset();
   });
 
   // A thumbnail that cannot be served (not made yet, thumbnailer down) shows the full image instead.
@@ -94,6 +138,7 @@
         return;
       }
     }
+    if (form.matches("[data-generate]")) keepValues(form);
     // One click, one batch: a double click must not queue the images twice.
     if (form.matches("[data-generate], [data-import]")) {
       const button = form.querySelector('button[type="submit"]');
@@ -108,5 +153,8 @@
     }
   });
 
-  document.addEventListener("DOMContentLoaded", updateBatchSummary);
+  document.addEventListener("DOMContentLoaded", () => {
+    updateBatchSummary();
+    for (const form of document.querySelectorAll("form[data-generate]")) restoreValues(form);
+  });
 })();

@@ -1,7 +1,9 @@
 // GAZE queue page: new jobs appear at the top without a reload, and every row follows its job.
-// gaze.js's watchJobs() keeps pending rows' status current; this script polls the newest jobs every
-// 2 s, inserts rows for jobs it has not seen, and refreshes the rest from the same answer (attempts,
-// replica and the finished image, which watchJobs does not touch). Loaded by queue.html only, after
+// gaze.js's watchJobs() keeps pending rows' status current; this script polls the newest jobs (of the
+// page's status filter) every 2 s, inserts rows for jobs it has not seen, and refreshes the rest from the
+// same answer (attempts, replica and the finished image, which watchJobs does not touch). The server
+// answers in the page's order (newest batch first, a batch's jobs in the order they were made), which
+// the new rows keep. Loaded by queue.html only, after
 // gaze.js, whose TERMINAL (the job states that end a job) it uses.
 "use strict";
 
@@ -14,6 +16,7 @@
   if (!table || !template) return;
   const body = table.tBodies[0];
   const size = Number(table.dataset.size) || 100;
+  const status = table.dataset.status && table.dataset.status !== "all" ? table.dataset.status : "";
 
   const thumbUrl = (path) => `/thumbs/${THUMB_SIZE}/${path.split("/").map(encodeURIComponent).join("/")}`;
   const rowFor = (id) => body.querySelector(`tr[data-job-id="${CSS.escape(id)}"]`);
@@ -60,6 +63,12 @@
     row.dataset.jobId = job.id;
     row.dataset.status = job.status;
     row.querySelector("[data-cancel]").dataset.cancel = job.id;
+    const id = row.querySelector(".job-id");
+    id.textContent = job.id.slice(0, 8);
+    id.title = job.id;
+    const copy = row.querySelector("[data-copy-text]");
+    copy.dataset.copyText = job.id;
+    copy.setAttribute("aria-label", `Copy the job id ${job.id}`);
     row.querySelector(".job-label").textContent = job.label || "";
     const preset = row.querySelector(".job-preset");
     preset.textContent = job.preset || "";
@@ -77,17 +86,22 @@
   async function poll() {
     if (!document.hidden) {
       try {
-        const jobs = await window.gaze.fetchJobs(`recent=${size}`);
-        const fresh = [];
-        for (const job of jobs) {
-          const row = rowFor(job.id);
-          if (row) update(row, job); else fresh.push(job);
-        }
-        // The answer is newest first: prepend the oldest new job first so the newest ends on top.
-        for (const job of fresh.reverse()) {
-          const row = newRow(job);
-          row.classList.add("job-new");
-          body.prepend(row);
+        const query = new URLSearchParams({ recent: String(size) });
+        if (status) query.set("status", status);
+        const jobs = await window.gaze.fetchJobs(query.toString());
+        // Each new job goes just above the row of the job the answer lists after it: new batches on
+        // top, in the server's order (the last one listed, with no row after it, at the end).
+        let next = null;
+        for (const job of [...jobs].reverse()) {
+          let row = rowFor(job.id);
+          if (row) {
+            update(row, job);
+          } else {
+            row = newRow(job);
+            row.classList.add("job-new");
+            body.insertBefore(row, next);
+          }
+          next = row;
         }
         while (body.rows.length > size) body.lastElementChild.remove();
         setEmpty(body.rows.length === 0);

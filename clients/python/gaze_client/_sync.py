@@ -1,0 +1,252 @@
+"""The synchronous client."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union, overload
+
+import httpx
+from httpx_sse import connect_sse
+
+from gaze_client import _base, errors
+from gaze_client._base import JobRef, OnUpdate
+from gaze_client._version import __version__
+from gaze_client.models import Cancelled, Job, JobPage, Preset
+
+STREAM_READ_TIMEOUT = 60.0   # an event stream silent this long (keep-alives come every 15 s) is broken
+
+
+class Client:
+    """A GAZE server's REST API.
+
+    `base_url` defaults to $GAZE_URL, then http://localhost:5782; `api_key` to $GAZE_API_KEY. Every request
+    is retried on a connection error, 429 (after its Retry-After), 502, 503 and 504, up to `max_retries`
+    times with exponential backoff and jitter (at most `backoff_cap` seconds between tries). `generate`
+    sends an Idempotency-Key it makes up, so a retry can neither create a second set of jobs nor lose the
+    first. Use it as a context manager, or call `close()`.
+
+    `http_client`: an httpx.Client of your own (proxies, certificates, event hooks); it is not closed here.
+    """
+
+    def __init__(self, base_url: Optional[str] = None, api_key: Optional[str] = None, *,
+                 timeout: float = _base.DEFAULT_TIMEOUT, max_retries: int = _base.DEFAULT_MAX_RETRIES,
+                 backoff_cap: float = _base.DEFAULT_BACKOFF_CAP, http_client: Optional[httpx.Client] = None):
+        self._config = _base.Config.resolve(base_url, api_key, timeout, max_retries, backoff_cap)
+        self._headers = self._config.headers(__version__)
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.Client(timeout=timeout)
+
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # --- HTTP ---------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, retry_conflict: bool = False, headers: Optional[dict] = None,
+                 **kwargs) -> httpx.Response:
+        config, attempt = self._config, 0
+        while True:
+            try:
+                response = self._http.request(method, config.base_url + path,
+                                              headers={**self._headers, **(headers or {})}, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt >= config.max_retries:
+                    raise _base.connection_failed(exc, attempt + 1) from exc
+                time.sleep(_base.retry_delay(attempt, config.backoff_cap))
+                attempt += 1
+                continue
+            if attempt < config.max_retries and _base.should_retry(response, retry_conflict):
+                time.sleep(_base.retry_delay(attempt, config.backoff_cap, response))
+                attempt += 1
+                continue
+            _base.raise_for(response)
+            return response
+
+    @contextlib.contextmanager
+    def _stream(self, path: str, params: Optional[dict] = None, read: Optional[float] = STREAM_READ_TIMEOUT):
+        """An open server-sent event stream (httpx_sse.EventSource), opened with the same retries as any
+        request; a stream that breaks later raises ConnectionFailed."""
+        config, attempt = self._config, 0
+        while True:
+            stack = contextlib.ExitStack()
+            try:
+                source = stack.enter_context(connect_sse(
+                    self._http, "GET", config.base_url + path, params=params, headers=self._headers,
+                    timeout=httpx.Timeout(config.timeout, read=read)))
+            except httpx.TransportError as exc:
+                if attempt >= config.max_retries:
+                    raise _base.connection_failed(exc, attempt + 1) from exc
+                time.sleep(_base.retry_delay(attempt, config.backoff_cap))
+                attempt += 1
+                continue
+            response = source.response
+            if response.status_code == 200:
+                break
+            with stack:
+                response.read()
+            if attempt < config.max_retries and _base.should_retry(response, False):
+                time.sleep(_base.retry_delay(attempt, config.backoff_cap, response))
+                attempt += 1
+                continue
+            _base.raise_for(response)
+            raise errors.GazeError(f"the server answered {response.status_code} instead of an event stream",
+                                   status_code=response.status_code)
+        with stack:
+            yield source
+
+    # --- the API ------------------------------------------------------------------------------------
+
+    def presets(self) -> list[Preset]:
+        """Every preset (GET /api/v1/presets)."""
+        body = _base.expect_json(self._request("GET", "/api/v1/presets"))
+        return [Preset.model_validate(preset) for preset in body["presets"]]
+
+    def generate(self, slug: str, count: int = 1, *, seed: Optional[int] = None,
+                 extra_positive: Optional[str] = None, extra_negative: Optional[str] = None,
+                 checkpoint: Optional[str] = None, width: Optional[int] = None, height: Optional[int] = None,
+                 webhook: Optional[str] = None, webhook_events_filter: Optional[list[str]] = None,
+                 idempotency_key: Optional[str] = None, wait: bool = False, timeout: Optional[float] = None,
+                 on_update: OnUpdate = None) -> list[Job]:
+        """Queue `count` images of the preset `slug` (the preset's settings for every field not given); the
+        jobs, as they are now or, with `wait=True`, once they have all ended (see `wait`). The request
+        carries `idempotency_key` (one made up when not given) on every try."""
+        body = _base.generate_body(count, seed, extra_positive, extra_negative, checkpoint, width, height,
+                                   webhook, webhook_events_filter)
+        key = idempotency_key or _base.new_idempotency_key()
+        response = self._request("POST", _base.generate_path(slug), json=body,
+                                 headers={"Idempotency-Key": key}, retry_conflict=True)
+        ids = _base.queued_ids(_base.expect_json(response))
+        if wait:
+            return self.wait(ids, timeout=timeout, on_update=on_update)
+        return [self.job(job_id) for job_id in ids]
+
+    def job(self, job: JobRef) -> Job:
+        """A job as it is now (GET /api/v1/job/<id>)."""
+        return Job.model_validate(_base.expect_json(self._request("GET", _base.job_path(job))))
+
+    def jobs(self, status: Optional[str] = None, *, preset: Optional[str] = None, since: Optional[float] = None,
+             page_size: Optional[int] = None) -> Iterator[Job]:
+        """The API key's jobs, newest first, across every page (fetched as the iteration reaches them)."""
+        cursor = None
+        while True:
+            params = _base.jobs_params(status, preset, since, page_size, cursor)
+            page = JobPage.model_validate(_base.expect_json(self._request("GET", "/api/v1/jobs", params=params)))
+            yield from page.jobs
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job: JobRef) -> Cancelled:
+        """Cancel a job that has not ended. A job already cancelled (by an earlier try of this call, or by
+        anyone) counts as success; one that ended otherwise raises AlreadyEnded."""
+        try:
+            body = _base.expect_json(self._request("POST", _base.job_path(job, "/cancel")))
+        except errors.AlreadyEnded as exc:
+            if exc.status != "cancelled":
+                raise
+            body = {"id": _base.job_id(job), "status": "cancelled"}
+        return Cancelled.model_validate(body)
+
+    @overload
+    def wait(self, jobs: JobRef, timeout: Optional[float] = None, on_update: OnUpdate = None) -> Job: ...
+
+    @overload
+    def wait(self, jobs: Iterable[JobRef], timeout: Optional[float] = None, on_update: OnUpdate = None) -> list[Job]: ...
+
+    def wait(self, jobs, timeout=None, on_update=None):
+        """The job(s) once ended (done, failed or cancelled), in the order given: one Job for one id, a list
+        for a list. Follows the key's event stream (GET /api/v1/events) and reads each job when it opens,
+        so no change is missed; jobs of another key are read again every few seconds. `on_update(job)` is
+        called with every new state seen. Raises WaitTimeout after `timeout` seconds (None: no limit); a
+        failed job is not an error here (see `run`)."""
+        ids, single = _base.job_ids(jobs)
+        tracker = _base.Tracker(ids, on_update)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        config, failures = self._config, 0
+        while True:
+            try:
+                outcome = self._follow(tracker, deadline)
+            except httpx.TransportError as exc:     # a read timeout is a silence (see _follow)
+                outcome = _base.SILENT if isinstance(exc, httpx.ReadTimeout) else exc
+            if outcome is _base.FINISHED:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise tracker.timeout(timeout)
+            if outcome is _base.SILENT:
+                failures = 0
+                continue                            # open the stream again and read the jobs again
+            failures += 1                           # the stream broke or the server closed it
+            if failures > config.max_retries:
+                raise _base.connection_failed(outcome, failures)
+            time.sleep(_base.pause(failures - 1, config.backoff_cap, deadline, time.monotonic()))
+        result = tracker.result()
+        return result[0] if single else result
+
+    def _follow(self, tracker: _base.Tracker, deadline: Optional[float]):
+        """Open the key's stream, read the jobs, then apply the stream's changes until every job ended
+        (FINISHED), RESYNC_SECONDS pass without news or the deadline comes (SILENT), or the server closes
+        the stream (a RemoteProtocolError to retry)."""
+        window = _base.read_window(deadline, time.monotonic())
+        with self._stream("/api/v1/events", read=window) as source:
+            for job_id in tracker.unfinished:       # after the stream opened: nothing falls in between
+                tracker.offer(self.job(job_id))
+            synced = time.monotonic()
+            if tracker.finished:
+                return _base.FINISHED
+            for event in source.iter_sse():
+                if event.event == "status":
+                    tracker.offer(event.json())
+                if tracker.finished:
+                    return _base.FINISHED
+                now = time.monotonic()
+                if (deadline is not None and now >= deadline) or now - synced >= _base.RESYNC_SECONDS:
+                    return _base.SILENT
+        return httpx.RemoteProtocolError("the server closed the event stream")
+
+    def events(self, job: Optional[JobRef] = None, *, preset: Optional[str] = None) -> Iterator[Job]:
+        """Server-sent events as Job documents: of one job (its state now, then every change, ending after
+        it ends), or with no job, of every job of the API key from now on (`preset` keeps one preset's),
+        never ending by itself. A broken stream raises ConnectionFailed."""
+        path = _base.job_path(job, "/events") if job is not None else "/api/v1/events"
+        params = {"preset": preset} if preset else None
+        with self._stream(path, params) as source:
+            try:
+                for event in source.iter_sse():
+                    if event.event == "status":
+                        yield Job.model_validate(event.json())
+            except httpx.TransportError as exc:
+                raise _base.connection_failed(exc, 1) from exc
+
+    def download(self, job: JobRef, directory: Union[str, os.PathLike] = ".") -> Path:
+        """Save a done job's image in `directory` (made if missing) under its server-side file name; returns
+        the file's path. JobFailed for a failed or cancelled job."""
+        job = job if isinstance(job, Job) else self.job(job)
+        url, target = _base.image_target(job, directory)
+        content = self._request("GET", url).content
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        partial.write_bytes(content)
+        partial.replace(target)
+        return target
+
+    def run(self, slug: str, count: int = 1, *, out_dir: Union[str, os.PathLike] = ".",
+            timeout: Optional[float] = None, **params) -> list[Path]:
+        """generate + wait + download: the image files, one per job. JobFailed when a job failed or was
+        cancelled; WaitTimeout after `timeout` seconds."""
+        jobs = self.generate(slug, count, wait=True, timeout=timeout, **params)
+        for job in jobs:
+            if job.status != "done":
+                raise errors.JobFailed(job, jobs)
+        return [self.download(job, out_dir) for job in jobs]
