@@ -30,9 +30,9 @@ def job_doc(job_id, status="pending", step=None, steps=20, queue_position=None, 
     }
 
 
-def sse(docs) -> bytes:
+def sse(docs, first_id=0) -> bytes:
     return b"".join(b": keep-alive\n\n" + f"event: status\nid: {i}\ndata: {json.dumps(doc)}\n\n".encode()
-                    for i, doc in enumerate(docs))
+                    for i, doc in enumerate(docs, first_id))
 
 
 class SilentStream(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -45,6 +45,21 @@ class SilentStream(httpx.SyncByteStream, httpx.AsyncByteStream):
     async def __aiter__(self):
         yield b": stream open\n\n"
         raise httpx.ReadTimeout("silence")
+
+
+class BreakingStream(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """An event stream that sends its first event and then breaks (the connection is lost)."""
+
+    def __init__(self, first: bytes):
+        self.first = first
+
+    def __iter__(self):
+        yield self.first
+        raise httpx.ReadError("connection reset")
+
+    async def __aiter__(self):
+        yield self.first
+        raise httpx.ReadError("connection reset")
 
 
 def answer(status, body=None, headers=None) -> httpx.Response:
@@ -62,6 +77,7 @@ class FakeGaze:
     jobs: dict = field(default_factory=dict)       # id -> list of documents, the first one current
     requests: list = field(default_factory=list)
     silent_streams: bool = False
+    breaking_streams: int = 0      # this many job streams break after their first event
 
     def transport(self):
         return httpx.MockTransport(self.handle)
@@ -115,7 +131,16 @@ class FakeGaze:
             if docs is None:
                 return answer(404, {"error": "no such job"})
             if parts[5:] == ["events"]:
-                return self.stream(docs)
+                resumed = request.headers.get("Last-Event-ID")
+                if resumed is not None:   # the server's answer to a reconnect: the state now, then on
+                    docs = docs[int(resumed):]
+                if self.breaking_streams:
+                    self.breaking_streams -= 1
+                    return httpx.Response(200, headers={"Content-Type": "text/event-stream"},
+                                          # a reconnect's first event repeats the state it had
+                                          stream=BreakingStream(sse(docs[:2 if resumed else 1],
+                                                                    int(resumed or 0))))
+                return self.stream(docs, first_id=int(resumed or 0))
             if parts[5:] == ["cancel"]:
                 if docs[0]["status"] in ("done", "failed", "cancelled"):
                     return answer(409, {"error": "the job has already ended", "status": docs[0]["status"]})
@@ -124,11 +149,11 @@ class FakeGaze:
             return answer(200, docs[0])
         return answer(404, {"error": "no such route"})
 
-    def stream(self, docs):
+    def stream(self, docs, first_id=0):
         headers = {"Content-Type": "text/event-stream"}
         if self.silent_streams:
             return httpx.Response(200, headers=headers, stream=SilentStream())
-        return httpx.Response(200, headers=headers, content=sse(docs))
+        return httpx.Response(200, headers=headers, content=sse(docs, first_id))
 
     def page(self, request):
         limit = int(request.url.params.get("limit", 20))

@@ -211,6 +211,35 @@ def test_events_of_one_job_end_with_it(fake):
         assert [job.status for job in client.events(job_id)] == ["pending", "processing", "done"]
 
 
+def test_a_broken_job_stream_is_reopened_where_it_left_off(fake):
+    """The connection drops after each new event, twice: the client reconnects with Last-Event-ID, skips
+    the state the server repeats on a reconnect, and yields each state once, ending with the job."""
+    job_id = fake.add_job()
+    fake.breaking_streams = 2
+    with fake.client() as client:
+        assert [job.status for job in client.events(job_id)] == ["pending", "processing", "done"]
+    resumes = [r.headers.get("Last-Event-ID") for r in fake.requests if r.url.path.endswith("/events")]
+    assert resumes == [None, "0", "1"]
+
+
+def test_a_job_stream_that_keeps_breaking_gives_up_after_max_retries(fake):
+    job_id = fake.add_job(("processing", 3))   # a job whose stream only ever repeats its state, then breaks
+    fake.breaking_streams = 100
+    with fake.client(max_retries=2) as client, pytest.raises(ConnectionFailed):
+        list(client.events(job_id))
+
+
+def test_async_events_reconnect_too(fake):
+    job_id = fake.add_job()
+    fake.breaking_streams = 1
+
+    async def statuses():
+        async with fake.client(AsyncClient) as client:
+            return [job.status async for job in client.events(job_id)]
+
+    assert asyncio.run(statuses()) == ["pending", "processing", "done"]
+
+
 def test_download_saves_the_image_and_refuses_a_failed_job(fake, tmp_path):
     done, failed = fake.add_job(("done", 20)), fake.add_job(("failed", None))
     with fake.client() as client:

@@ -89,7 +89,8 @@ def test_a_quiet_stream_sends_keep_alive_comments_and_stops_when_the_client_leav
         async def send(message):
             sent.append(message)
 
-        gateway = hold_app.GatewayApp(lambda environ, start_response: [], changes=None, threads=1)
+        gateway = hold_app.GatewayApp(lambda environ, start_response: [], changes=None, threads=1,
+                                      max_body=lambda path: 1024)
         streaming = asyncio.ensure_future(gateway._stream(send, receive, Listener(["j"]), until_ended=True))
         await asyncio.sleep(0.3)
         left.set()
@@ -115,7 +116,8 @@ def test_a_stream_ends_after_the_terminal_state():
         listener = Listener(["j"])
         for status in ("processing", "done"):
             listener.offer({"id": "j", "status": status, "attempts": 1, "progress": None})
-        gateway = hold_app.GatewayApp(lambda environ, start_response: [], changes=None, threads=1)
+        gateway = hold_app.GatewayApp(lambda environ, start_response: [], changes=None, threads=1,
+                                      max_body=lambda path: 1024)
         await asyncio.wait_for(gateway._stream(send, receive, listener, until_ended=True), 1)
 
     asyncio.run(scenario())

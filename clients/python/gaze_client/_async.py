@@ -77,7 +77,8 @@ class AsyncClient:
             return response
 
     @contextlib.asynccontextmanager
-    async def _stream(self, path: str, params: Optional[dict] = None, read: Optional[float] = STREAM_READ_TIMEOUT):
+    async def _stream(self, path: str, params: Optional[dict] = None, read: Optional[float] = STREAM_READ_TIMEOUT,
+                      headers: Optional[dict] = None):
         """An open server-sent event stream (httpx_sse.EventSource), opened with the same retries as any
         request; a stream that breaks later raises ConnectionFailed."""
         config, attempt = self._config, 0
@@ -85,7 +86,7 @@ class AsyncClient:
             stack = contextlib.AsyncExitStack()
             try:
                 source = await stack.enter_async_context(aconnect_sse(
-                    self._http, "GET", config.base_url + path, params=params, headers=self._headers,
+                    self._http, "GET", config.base_url + path, params=params, headers={**self._headers, **(headers or {})},
                     timeout=httpx.Timeout(config.timeout, read=read)))
             except httpx.TransportError as exc:
                 if attempt >= config.max_retries:
@@ -221,16 +222,30 @@ class AsyncClient:
     async def events(self, job: Optional[JobRef] = None, *, preset: Optional[str] = None) -> AsyncIterator[Job]:
         """Server-sent events as Job documents: of one job (its state now, then every change, ending after
         it ends), or with no job, of every job of the API key from now on (`preset` keeps one preset's),
-        never ending by itself. A broken stream raises ConnectionFailed."""
+        never ending by itself. A broken stream is reopened with Last-Event-ID (the server then sends the
+        job's current state; on the key's stream, changes while it was broken are not replayed); after
+        max_retries breaks in a row, ConnectionFailed."""
         path = _base.job_path(job, "/events") if job is not None else "/api/v1/events"
         params = {"preset": preset} if preset else None
-        async with self._stream(path, params) as source:
+        last_id, broken = None, 0
+        while True:
+            resume = {"Last-Event-ID": last_id} if last_id else None
             try:
-                async for event in source.aiter_sse():
-                    if event.event == "status":
-                        yield Job.model_validate(event.json())
+                async with self._stream(path, params, headers=resume) as source:
+                    async for event in source.aiter_sse():
+                        if event.event != "status" or (event.id and event.id == last_id):
+                            continue   # after a reconnect the server repeats the state we already have
+                        last_id, broken = event.id or last_id, 0
+                        update = Job.model_validate(event.json())
+                        yield update
+                        if job is not None and update.ended:
+                            return
             except httpx.TransportError as exc:
-                raise _base.connection_failed(exc, 1) from exc
+                broken += 1
+                if broken > self._config.max_retries:
+                    raise _base.connection_failed(exc, broken) from exc
+            # the stream broke or the server closed it early (a restart): reconnect, resuming
+            await asyncio.sleep(_base.retry_delay(broken, self._config.backoff_cap))
 
     async def download(self, job: JobRef, directory: Union[str, os.PathLike] = ".") -> Path:
         """Save a done job's image in `directory` (made if missing) under its server-side file name; returns

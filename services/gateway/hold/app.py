@@ -20,12 +20,13 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 
 import falcon.media
 from a2wsgi import WSGIMiddleware
 
 from services.gateway import access_log
-from services.gateway.hold import prefer, sse
+from services.gateway.hold import framing, prefer, sse
 from services.gateway.hold.changes import JobChanges, Listener, ended
 from shared.contracts.jobs.view import version
 
@@ -67,9 +68,10 @@ def header_values(scope, name: bytes) -> list[str]:
 
 
 class GatewayApp:
-    def __init__(self, wsgi_app, changes: JobChanges, threads: int):
+    def __init__(self, wsgi_app, changes: JobChanges, threads: int, max_body: Callable[[str], int]):
         self.wsgi = WSGIMiddleware(wsgi_app, workers=threads)
         self.changes = changes
+        self.max_body = max_body   # path -> the largest body a route there reads (hold/framing.py)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -103,7 +105,9 @@ class GatewayApp:
             await send(message)
 
         try:
-            await self.route(scope, receive, counting_send)
+            request = await framing.whole_body(scope, receive, counting_send, self.max_body(scope["path"]))
+            if request is not None:   # else answered (413) or the client left mid-body: nothing to act on
+                await self.route(*request, counting_send)
         finally:
             client = scope.get("client") or ("-", 0)
             access_log.log(scope["method"], scope["path"], sent["status"], sent["bytes"],

@@ -10,5 +10,6 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 class GatewayWorker(UvicornWorker):
     # uvicorn's own access lines would print the query string (?api_key=): hold/app.py writes the
     # gateway's access lines instead (services/gateway/access_log.py)
-    CONFIG_KWARGS = {"loop": "auto", "http": "auto", "lifespan": "on", "access_log": False,
-                     "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS}
+    # http: uvicorn's httptools protocol with the gateway's limits and JSON refusals (hold/framing.py)
+    CONFIG_KWARGS = {"loop": "auto", "http": "services.gateway.hold.framing:GatewayHttpProtocol", "lifespan": "on",
+                     "access_log": False, "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS}
