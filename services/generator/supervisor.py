@@ -40,7 +40,7 @@ from eventlet.queue import Empty, LightQueue
 
 from services.generator import ipc
 from services.generator.backends import BackendError, GeneratedImage, remove_orphans
-from services.generator.backends.base import Reason
+from services.generator.backends.base import JobError, Reason
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]       # so the worker imports this checkout's packages
@@ -61,17 +61,9 @@ WORKER_STALLED = "the generator's worker process stopped responding while runnin
 WORKER_REPLACED = "the generator's worker process was replaced while running the job"
 
 
-class WorkerLost(Exception):
-    """The worker process died or stalled while running this job: a retry may well succeed. Its str and
-    `public` are what the job's client reads, `detail` why the worker went (for the log)."""
-
-    def __init__(self, public: str, detail: str | None = None):
-        super().__init__(public)
-        self.public = public
-        self.detail = detail if detail is not None else public
-
-    def __reduce__(self):
-        return type(self), (self.public, self.detail)
+class WorkerLost(JobError):
+    """The worker process died or stalled while running this job: a retry may well succeed (so not a
+    BackendError). Its str and `public` are what the job's client reads, `detail` why the worker went."""
 
 
 class JobTimedOut(BackendError):

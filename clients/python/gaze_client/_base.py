@@ -78,6 +78,32 @@ def retry_delay(attempt: int, cap: float, response: Optional[httpx.Response] = N
     return min(cap, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
 
 
+class Attempts:
+    """The tries of one request: after each failed one, the pause before the next (so the sync and the async
+    client, and a request and a stream, retry alike), or the exception when the retries are spent."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.retried = 0
+
+    def _next(self, response: Optional[httpx.Response] = None) -> float:
+        delay = retry_delay(self.retried, self.config.backoff_cap, response)
+        self.retried += 1
+        return delay
+
+    def pause_after_error(self, exc: httpx.TransportError) -> float:
+        """No answer at all: the pause before the next try, or ConnectionFailed when none is left."""
+        if self.retried >= self.config.max_retries:
+            raise connection_failed(exc, self.retried + 1) from exc
+        return self._next()
+
+    def pause_after_answer(self, response: httpx.Response, retry_conflict: bool = False) -> Optional[float]:
+        """The pause before trying again after this answer, or None when it is the answer to act on."""
+        if self.retried < self.config.max_retries and should_retry(response, retry_conflict):
+            return self._next(response)
+        return None
+
+
 def connection_failed(exc: httpx.TransportError, tries: int) -> errors.ConnectionFailed:
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
     return errors.ConnectionFailed(f"the connection to the GAZE server {kind} ({type(exc).__name__}) after"

@@ -56,30 +56,26 @@ class Client:
 
     def _request(self, method: str, path: str, *, retry_conflict: bool = False, headers: Optional[dict] = None,
                  **kwargs) -> httpx.Response:
-        config, attempt = self._config, 0
+        config, attempts = self._config, _base.Attempts(self._config)
         while True:
             try:
                 response = self._http.request(method, config.base_url + path,
                                               headers={**self._headers, **(headers or {})}, **kwargs)
             except httpx.TransportError as exc:
-                if attempt >= config.max_retries:
-                    raise _base.connection_failed(exc, attempt + 1) from exc
-                time.sleep(_base.retry_delay(attempt, config.backoff_cap))
-                attempt += 1
+                time.sleep(attempts.pause_after_error(exc))
                 continue
-            if attempt < config.max_retries and _base.should_retry(response, retry_conflict):
-                time.sleep(_base.retry_delay(attempt, config.backoff_cap, response))
-                attempt += 1
-                continue
-            _base.raise_for(response)
-            return response
+            pause = attempts.pause_after_answer(response, retry_conflict)
+            if pause is None:
+                _base.raise_for(response)
+                return response
+            time.sleep(pause)
 
     @contextlib.contextmanager
     def _stream(self, path: str, params: Optional[dict] = None, read: Optional[float] = STREAM_READ_TIMEOUT,
                 headers: Optional[dict] = None):
         """An open server-sent event stream (httpx_sse.EventSource), opened with the same retries as any
         request; a stream that breaks later raises ConnectionFailed."""
-        config, attempt = self._config, 0
+        config, attempts = self._config, _base.Attempts(self._config)
         while True:
             stack = contextlib.ExitStack()
             try:
@@ -87,19 +83,16 @@ class Client:
                     self._http, "GET", config.base_url + path, params=params, headers={**self._headers, **(headers or {})},
                     timeout=httpx.Timeout(config.timeout, read=read)))
             except httpx.TransportError as exc:
-                if attempt >= config.max_retries:
-                    raise _base.connection_failed(exc, attempt + 1) from exc
-                time.sleep(_base.retry_delay(attempt, config.backoff_cap))
-                attempt += 1
+                time.sleep(attempts.pause_after_error(exc))
                 continue
             response = source.response
             if response.status_code == 200:
                 break
             with stack:
                 response.read()
-            if attempt < config.max_retries and _base.should_retry(response, False):
-                time.sleep(_base.retry_delay(attempt, config.backoff_cap, response))
-                attempt += 1
+            pause = attempts.pause_after_answer(response)
+            if pause is not None:
+                time.sleep(pause)
                 continue
             _base.raise_for(response)
             raise errors.GazeError(f"the server answered {response.status_code} instead of an event stream",

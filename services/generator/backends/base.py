@@ -26,10 +26,9 @@ class Reason(NamedTuple):
     detail: str
 
 
-class BackendError(Exception):
-    """A job's failure (bad checkpoint, backend unreachable, ...): `str(exc)` and `public` are what its client
-    reads, `detail` what the operator reads in the generator's log (the public text when not given).
-    `raise BackendError(*reason)` for a Reason."""
+class JobError(Exception):
+    """Why a job ended badly, in two texts: `str(exc)` and `public` are what its client reads, `detail` what
+    the operator reads in the generator's log (the public text when not given). Picklable with both."""
 
     def __init__(self, public: str, detail: str | None = None):
         super().__init__(public)
@@ -38,6 +37,10 @@ class BackendError(Exception):
 
     def __reduce__(self):
         return type(self), (self.public, self.detail)
+
+
+class BackendError(JobError):
+    """A job's failure (bad checkpoint, backend unreachable, ...). `raise BackendError(*reason)` for a Reason."""
 
 
 class JobCancelled(BackendError):
