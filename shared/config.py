@@ -66,6 +66,8 @@ def setting(default=None, *, parse=None, aliases=(), default_factory=None, **kwa
     return field(default=default, metadata=metadata, **kwargs)
 
 
+SCHEDULING_MODES = ("checkpoint", "fcfs")   # GAZE_SCHEDULING
+
 DEFAULT_CHECKPOINTS = (
     "Illustrious/model.safetensors",
     "SDXL/sd_xl_base_1.0.safetensors",
@@ -144,6 +146,15 @@ class Settings:
     # presets: how often the presets read model (shared/contracts/presets/view.py) is checked against Postgres
     presets_publish_seconds: float = 5.0
     max_attempts: int = 3
+    # checkpoint-aware scheduling (README "Scheduling"; services/jobs/scheduling.py): "checkpoint" routes each
+    # job to its checkpoint's line and keeps replicas on the model they hold; "fcfs" puts every job on the
+    # one shared line, first come first served (the behaviour before, and the benchmark's peer)
+    scheduling: str = setting("checkpoint", parse=choice)
+    # no job waits longer than this for a replica to take up its checkpoint (while the farm has capacity):
+    # a line nobody serves gets a replica early enough for its jobs to start by then
+    scheduler_max_wait_seconds: float = 60.0
+    # how often a busy replica asks whether it should move to another line (an idle one asks at once)
+    scheduler_tick_seconds: float = 0.5
     # generator: the backend a replica runs (its own settings are declared beside it: services/generator/backends)
     backend: str = "preview"
     replica_name: str = ""
@@ -229,6 +240,10 @@ def _checked(settings: Settings) -> Settings:
     if settings.webhook_timeout_seconds <= 0 or settings.webhook_poll_seconds <= 0 or settings.webhook_concurrency < 1:
         raise ValueError("GAZE_WEBHOOK_TIMEOUT_SECONDS, GAZE_WEBHOOK_POLL_SECONDS and GAZE_WEBHOOK_CONCURRENCY"
                          " must be positive")
+    if settings.scheduling not in SCHEDULING_MODES:
+        raise ValueError(f"GAZE_SCHEDULING must be one of {', '.join(SCHEDULING_MODES)}, not {settings.scheduling!r}")
+    if settings.scheduler_max_wait_seconds <= 0 or settings.scheduler_tick_seconds <= 0:
+        raise ValueError("GAZE_SCHEDULER_MAX_WAIT_SECONDS and GAZE_SCHEDULER_TICK_SECONDS must be positive")
     if settings.admin_idle_seconds <= 0:
         raise ValueError("GAZE_ADMIN_IDLE_SECONDS must be positive")
     if settings.media_store not in ("local", "s3"):

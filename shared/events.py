@@ -8,6 +8,7 @@ can bind its own queue to that exchange (see examples/job_subscriber.py).
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Optional
 
@@ -17,12 +18,35 @@ from pydantic import BaseModel, Field
 from shared.contracts import jobs as jobs_contract
 from shared.schemas import GenerationSpec
 
-# --- work queue -------------------------------------------------------------------------------
+# --- work queues: the lines jobs wait in ------------------------------------------------------------
 # Declared by both the jobs service (publisher) and the generators (consumers), so a job published
 # before any generator ever started waits in the queue instead of being dropped by an unbound exchange.
+# One shared line (`gaze.generate`: every replica takes from it; GAZE_SCHEDULING=fcfs puts every job there)
+# and, with checkpoint-aware scheduling, one line per checkpoint, which a replica takes from while the jobs
+# service's scheduler has it serve that checkpoint (services/jobs/scheduling.py).
 WORK_EXCHANGE = Exchange("gaze.work", type="direct", durable=True)
 WORK_ROUTING_KEY = "generate"
 WORK_QUEUE = Queue("gaze.generate", exchange=WORK_EXCHANGE, routing_key=WORK_ROUTING_KEY, durable=True)
+_NAME_BYTES = 200    # AMQP names are at most 255 bytes; longer checkpoint names are hashed
+
+
+def checkpoint_line(checkpoint: str) -> str:
+    """The part of a checkpoint's queue name and routing key that names it: the checkpoint itself, or a
+    hash of it when it is too long for an AMQP name."""
+    raw = checkpoint.encode("utf-8", "surrogatepass")
+    if len(raw) <= _NAME_BYTES and checkpoint.isprintable():
+        return checkpoint
+    return "sha1-" + hashlib.sha1(raw).hexdigest()
+
+
+def checkpoint_routing_key(checkpoint: str) -> str:
+    return f"checkpoint.{checkpoint_line(checkpoint)}"
+
+
+def checkpoint_queue(checkpoint: str) -> Queue:
+    """The durable line of `checkpoint`'s jobs on the work exchange."""
+    return Queue(f"gaze.generate.{checkpoint_line(checkpoint)}", exchange=WORK_EXCHANGE,
+                 routing_key=checkpoint_routing_key(checkpoint), durable=True)
 
 
 class WorkOrder(BaseModel):
@@ -99,6 +123,16 @@ class GeneratorStatus(BaseModel):
     state: str = "idle"                       # one of REPLICA_STATES (services/generator/supervisor.py)
     worker_pid: Optional[int] = None
     restarts: int = 0                         # worker processes replaced since the replica started
+    # checkpoint-aware scheduling: the model its worker holds (None: none yet, or a fresh worker), the ones
+    # the backend keeps in memory (where it can tell), the line it takes work from (None: the shared one),
+    # and what its loads cost: a load is a change of the worker's checkpoint, counted since the replica started
+    loaded_checkpoint: Optional[str] = None
+    resident_checkpoints: Optional[list[str]] = None
+    serving: Optional[str] = None
+    loads: int = 0
+    load_seconds_total: float = 0.0
+    mean_load_seconds: Optional[float] = None     # recent loads, averaged (None: none yet)
+    mean_job_seconds: Optional[float] = None      # recent jobs' GPU time without their loads (None: none yet)
     at: float = Field(default_factory=_now)
 
 

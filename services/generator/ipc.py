@@ -9,8 +9,11 @@ lock around `send`).
 Replica → worker: ("init", settings dict, replica name) first, then ("job", job_id, spec dict), ("cancel", job_id),
 ("ping", n), ("health",), ("stop",).
 Worker → replica: ("ready", info) | ("fatal", reason) once, then ("started", job_id), ("progress", job_id,
-value, max), ("alive", job_id), ("handle", job_id, handle), ("done", job_id, png, width, height, metadata,
-seconds), ("failed", job_id, reason, crashed, detail), ("pong", n), ("health", ok, detail, checkpoints).
+value, max), ("alive", job_id), ("handle", job_id, handle), ("loaded", job_id, checkpoint, seconds, resident),
+("done", job_id, png, width, height, metadata, seconds), ("failed", job_id, reason, crashed, detail),
+("pong", n), ("health", ok, detail, checkpoints).
+"loaded": for this job the backend changed the model it holds to `checkpoint`, which took `seconds` (part of
+the job's own `seconds` in "done"); `resident`: the checkpoints it keeps in memory, or None where it cannot tell.
 A failure's `reason` is the job's public error (what its client reads: nothing internal), its `detail`
 the operator's (services/generator/backends/base.py `Reason`).
 """

@@ -4,10 +4,16 @@
 service worker calls `self.worker.run(...)`. Beside it run two green threads outside nameko's worker
 pool (a replica's one pool slot is busy for a whole job, and its truth must not wait for that):
 - the status reporter: a `generator_status` event at start, on every change of state (idle, busy, stuck,
-  restarting) and every GAZE_STATUS_INTERVAL_SECONDS, with the backend's health from the worker itself;
+  restarting), of the model its worker holds, or of the line it serves, and every
+  GAZE_STATUS_INTERVAL_SECONDS, with the backend's health from the worker itself;
 - the cancel listener (services/generator/cancels.py): a client's cancel stops the job at once;
 - when GAZE_GENERATOR_HEALTH_BIND is set, a small HTTP endpoint answering the same truth (200 while the
   replica serves, 503 otherwise) for process supervisors and Kubernetes probes.
+
+The status says what checkpoint-aware scheduling routes by (services/jobs/scheduling.py): the checkpoint the
+worker holds (and keeps in memory), what its loads cost (WorkerSupervisor), and `serving`, the checkpoint
+line this replica takes work from besides the shared one (None: the shared one only), which the replica's
+line steering sets through `serve_line`.
 """
 from __future__ import annotations
 
@@ -38,7 +44,9 @@ class GpuWorker(DependencyProvider):
         self.replica = replica_name(self.settings)
         self._changed = Event()
         self._last_state = "starting"
-        self.supervisor = WorkerSupervisor(self.settings, self.replica, on_state=self._on_state)
+        self.serving = None     # the checkpoint line taken from besides the shared one (serve_line)
+        self.supervisor = WorkerSupervisor(self.settings, self.replica, on_state=self._on_state,
+                                           on_model=self._publish_soon)
         self._health = (False, "not checked yet", None)
         self._threads = []
         self.cancels = None
@@ -68,6 +76,16 @@ class GpuWorker(DependencyProvider):
     def get_dependency(self, worker_ctx):
         return self.supervisor
 
+    def serve_line(self, checkpoint):
+        """This replica takes work from `checkpoint`'s line now (None: from the shared line only): its next
+        status says so. A switch is routine for a farm of several models: logged at DEBUG only."""
+        if checkpoint == self.serving:
+            return
+        log.debug("replica %s serves the line of %s (was %s)", self.replica, checkpoint, self.serving,
+                  extra={"replica": self.replica})
+        self.serving = checkpoint
+        self._publish_soon()
+
     # ---- the truth, as an event
 
     def _on_state(self, state, detail):
@@ -78,18 +96,27 @@ class GpuWorker(DependencyProvider):
             level = logging.INFO if state in ("starting", "stopped") else logging.ERROR
         self._last_state = state
         log.log(level, "replica %s is %s: %s", self.replica, state, detail, extra={"replica": self.replica})
+        self._publish_soon()
+
+    def _publish_soon(self):
+        """Wake the status reporter: it publishes now (at most every MIN_STATUS_SPACING)."""
         if not self._changed.ready():
             self._changed.send(True)
 
     def status(self) -> GeneratorStatus:
         healthy, detail, checkpoints = self._health
-        serving = self.supervisor.serving
-        if not serving:
-            healthy, detail = False, self.supervisor.state_text
-        return GeneratorStatus(replica=self.replica, backend=self.settings.backend, healthy=healthy and serving,
-                               detail=detail, checkpoints=checkpoints if healthy and serving else None,
-                               state=self.supervisor.state, worker_pid=self.supervisor.worker_pid,
-                               restarts=self.supervisor.restarts)
+        supervisor = self.supervisor
+        in_service = supervisor.serving
+        if not in_service:
+            healthy, detail = False, supervisor.state_text
+        return GeneratorStatus(replica=self.replica, backend=self.settings.backend, healthy=healthy and in_service,
+                               detail=detail, checkpoints=checkpoints if healthy and in_service else None,
+                               state=supervisor.state, worker_pid=supervisor.worker_pid,
+                               restarts=supervisor.restarts, loaded_checkpoint=supervisor.loaded_checkpoint,
+                               resident_checkpoints=supervisor.resident_checkpoints, serving=self.serving,
+                               loads=supervisor.loads, load_seconds_total=round(supervisor.load_seconds_total, 3),
+                               mean_load_seconds=supervisor.mean_load_seconds,
+                               mean_job_seconds=supervisor.mean_job_seconds)
 
     def _report_forever(self):
         dispatch = event_dispatcher(self.container.config)

@@ -1,4 +1,5 @@
-"""The `generator` nameko service: one replica per GPU, one job at a time, sharing one work queue."""
+"""The `generator` nameko service: one replica per GPU, one job at a time, taking work from the shared line and
+the line of the checkpoint the scheduler has it serve (services/generator/lines.py)."""
 import logging
 
 import eventlet
@@ -16,6 +17,7 @@ from shared.config import from_nameko
 from shared.media import MediaStore, image_relative_path
 from services.generator.backends import BackendError
 from services.generator.backends.base import public_text
+from services.generator.lines import LineConsumer, LineSteering
 from services.generator.replica import GpuWorker, replica_name
 from services.generator.supervisor import JobCancelledByClient, WorkerLost
 
@@ -24,8 +26,11 @@ REQUEUE_PAUSE_SECONDS = 2.0
 
 
 class WorkConsumer(Consumer):
-    """nameko's queue consumer (ack after the handler returns), plus the broker's redelivered flag, which
-    tells a job whose first runner died apart from a duplicate of a job running elsewhere."""
+    """nameko's queue consumer (ack after the handler returns) on the replica's work lines (the shared one and
+    the line of the checkpoint it serves: services/generator/lines.py), plus the broker's redelivered flag,
+    which tells a job whose first runner died apart from a duplicate of a job running elsewhere."""
+
+    queue_consumer = LineConsumer()
 
     def handle_message(self, body, message):
         body = dict(body, redelivered=bool(message.delivery_info.get("redelivered")))
@@ -95,6 +100,7 @@ class GeneratorService:
     name = events.EVENT_SOURCE
 
     worker = GpuWorker()
+    lines = LineSteering()       # which checkpoint's line the work entrypoint takes from (the scheduler says)
     media = MediaStore()
     replica = ReplicaName()
     jobs = RpcProxy(jobs_contract.SERVICE)

@@ -19,6 +19,12 @@ running past GAZE_JOB_TIMEOUT_SECONDS (counted from its start) is cancelled; if 
 KILL_GRACE_SECONDS later, its worker is killed. Either way it fails with JobTimedOut. Whatever a killed
 worker left on its engine (ComfyUI prompts, queued or running) is removed by the replica itself.
 
+The model the worker holds, as the replica reports it for checkpoint-aware scheduling: the backend says
+when a job changed it ("loaded", services/generator/ipc.py), and the supervisor keeps `loaded_checkpoint`
+and `resident_checkpoints` (None again once the worker is gone: a fresh worker holds nothing), the loads
+since the replica started with their total time, and recent loads' and jobs' mean times (a job's GPU time
+without the load inside it), which the scheduler weighs a switch by.
+
 Each of these failures is said twice (services/generator/backends/base.py `Reason`): what the job's client
 reads (WORKER_CRASHED, ...: nothing about signals, settings or processes they cannot act on) and the
 operator's detail ("the worker process exited unexpectedly (killed by SIGSEGV)"), logged under the job id.
@@ -51,6 +57,7 @@ KILL_GRACE_SECONDS = 10.0     # a job past its time limit has this long to stop 
 HEALTH_TIMEOUT = 20.0         # the backend's own health probe (ComfyUI's /system_stats ...) gets this long
 START_TIMEOUT = 120.0         # a new worker builds its backend and probes it once within this (or the stall limit)
 RESTART_BACKOFF = (0.5, 1, 2, 5, 10, 30)
+MEAN_WEIGHT = 0.2             # the latest load's (or job's) share in its mean: recent ones count most
 STATES = ("starting", "idle", "busy", "stuck", "restarting", "stopped")
 SERVING = ("idle", "busy")
 
@@ -95,6 +102,7 @@ class Ticket:
     handles: list = field(default_factory=list)
     cancel_reason: str | None = None
     cancelled_at: float | None = None
+    load_seconds: float = 0.0       # of the backend's seconds for this job, those it spent loading its model
 
 
 @dataclass
@@ -115,10 +123,11 @@ class Incarnation:
 
 
 class WorkerSupervisor:
-    def __init__(self, settings, replica: str, on_state=lambda state, detail: None):
+    def __init__(self, settings, replica: str, on_state=lambda state, detail: None, on_model=lambda: None):
         self.settings = settings
         self.replica = replica
         self.on_state = on_state
+        self.on_model = on_model     # called when the model the worker holds changes (loaded_checkpoint)
         self.state, self.detail = "starting", "starting the worker process"
         self.tickets: dict[str, Ticket] = {}
         self.cancelled_by_client: dict[str, None] = {}   # the latest clients' cancels, oldest first
@@ -126,6 +135,12 @@ class WorkerSupervisor:
         self.current: Incarnation | None = None
         self.incarnations = 0
         self.restarts = 0
+        self.loaded_checkpoint: str | None = None
+        self.resident_checkpoints: list[str] | None = None
+        self.loads = 0
+        self.load_seconds_total = 0.0
+        self.mean_load_seconds: float | None = None
+        self.mean_job_seconds: float | None = None
         self._health_answers = LightQueue()
         self._stopping = False
         self._threads = []
@@ -327,8 +342,13 @@ class WorkerSupervisor:
             return
         worker.last_life = time.monotonic()     # every job message is the backend's own sign of life
         ticket = self.tickets.get(fields[0])
+        if kind == "loaded":
+            self._model_loaded(worker, ticket, *fields[1:])
+            return
         if ticket is None:
             return      # a job given up on meanwhile
+        if kind == "done":
+            self._job_done(ticket, fields[5])
         if kind == "started":
             ticket.started_at = time.monotonic()
         elif kind == "handle":
@@ -337,6 +357,31 @@ class WorkerSupervisor:
         elif kind == "alive":
             return
         ticket.inbox.put((kind, *fields[1:]))
+
+    def _model_loaded(self, worker, ticket, checkpoint, seconds, resident):
+        """The worker's backend changed its model, for `ticket`'s job (None: a job given up on meanwhile: the
+        model changed all the same)."""
+        if worker is not self.current:
+            return      # a worker on its way out: what it holds goes with it
+        if ticket is not None:
+            ticket.load_seconds += seconds
+        self.loads += 1
+        self.load_seconds_total += seconds
+        self.mean_load_seconds = _mean(self.mean_load_seconds, seconds)
+        self.loaded_checkpoint, self.resident_checkpoints = checkpoint, resident
+        log.debug("worker holds %s now (loaded in %.2f s)", checkpoint, seconds,
+                  extra={"replica": self.replica, "checkpoint": checkpoint})
+        self.on_model()
+
+    def _job_done(self, ticket, seconds):
+        self.mean_job_seconds = _mean(self.mean_job_seconds, max(0.0, seconds - ticket.load_seconds))
+
+    def _forget_model(self):
+        """The worker is gone, and with it the model it held; the counts and means are the replica's."""
+        if self.loaded_checkpoint is None and self.resident_checkpoints is None:
+            return
+        self.loaded_checkpoint = self.resident_checkpoints = None
+        self.on_model()
 
     def _worker_gone(self, worker):
         if self._stopping:
@@ -353,6 +398,7 @@ class WorkerSupervisor:
         if self.current is worker:
             self.current = None
             self.restarts += 1
+            self._forget_model()
         handed = [t for t in self.tickets.values() if t.worker is worker]
         handles = [h for t in handed for h in t.handles]
         if handles:
@@ -484,6 +530,11 @@ class WorkerSupervisor:
 
 def _ignore(*args):
     pass
+
+
+def _mean(mean, value):
+    """`mean` moved towards `value` (an exponentially weighted moving average); the first value as it is."""
+    return value if mean is None else mean + MEAN_WEIGHT * (value - mean)
 
 
 def _describe_exit(code) -> str:

@@ -11,7 +11,8 @@ it inherited from the replica.
 Threads: the main thread reads the replica's commands (and answers pings itself: the replica counts a
 pong as life only while the worker is idle); jobs run on one job thread, in order, or, for a `pipelined`
 backend (ComfyUI queues prompts itself), each on a thread of its own so the engine's queue holds the next
-job while one runs. Every message a job thread sends is the backend's own sign of life.
+job while one runs. Every message a job thread sends is the backend's own sign of life; "loaded" also tells
+the replica which checkpoint the backend holds now, which the replica reports for scheduling.
 
 The worker ends when the replica says stop or when its socket closes (the replica died): it never
 outlives its replica.
@@ -79,6 +80,10 @@ class WorkerJob:
 
     def submitted(self, handle):
         self._link.send("handle", self.job_id, str(handle))
+
+    def model_loaded(self, checkpoint, seconds, resident=None):
+        self._link.send("loaded", self.job_id, str(checkpoint), float(seconds),
+                        [str(name) for name in resident] if resident is not None else None)
 
     def cancel(self):
         self._cancel.set()

@@ -13,9 +13,11 @@ from pydantic import ValidationError
 
 from shared import events
 from shared.config import from_nameko
+from shared.contracts.jobs import LineAnswer, LineRequest
 from shared.contracts.webhooks import EVENT_OF_STATUS, EVENTS as WEBHOOK_EVENTS
 from shared.errors import EXPECTED, InvalidField, NotFound
 from shared.job_states import STATES, JobState
+from services.jobs import scheduling
 from services.jobs.read_model import JobViewWriter
 from shared.media import MediaStore, MediaStoreError, image_url
 from shared.schemas import MAX_COUNT, MAX_SEED, GenerationSpec
@@ -100,7 +102,8 @@ class JobsService:
                        # in the read model before the 202 goes out, so the caller's first poll is answered
                        # there; after the work orders, which are on the critical path. A generator's claim
                        # may already have written a newer version: the read model keeps the newer one.
-                       then=lambda: self.view.put_many([_public(row) for row in rows]))
+                       then=lambda: self.view.put_many([_public(row) for row in rows],
+                                                       [self.view.line_of(row) for row in rows]))
         return [row["id"] for row in rows]
 
     @rpc(expected_exceptions=EXPECTED)
@@ -216,6 +219,28 @@ class JobsService:
             self.store.record_replica(status)
 
     @rpc
+    def assign_line(self, ask):
+        """The line (checkpoint) a generator replica should take its work from (services/jobs/scheduling.py);
+        with GAZE_SCHEDULING=fcfs none: every job is on the shared line."""
+        ask = LineRequest.model_validate(ask)
+        settings = from_nameko(self.config)
+        if settings.scheduling != "checkpoint":
+            return LineAnswer(serve=None, reason="fcfs").model_dump()
+
+        def decide(me, others, lines):
+            return scheduling.choose_line(
+                _scheduled(me), [_scheduled(row) for row in others],
+                [scheduling.Line(row["checkpoint"], row["waiting"], row["oldest_wait_seconds"]) for row in lines],
+                settings.scheduler_max_wait_seconds, settings.scheduler_tick_seconds)
+
+        decision = self.store.assign_line(ask.model_dump(), decide,
+                                          live_seconds=LIVE_TICKS * settings.scheduler_tick_seconds + 5)
+        if decision.serve != ask.serving:
+            log.info("replica %s: from line %s to %s (%s)", ask.replica, ask.serving, decision.serve, decision.reason,
+                     extra={"replica": ask.replica})
+        return LineAnswer(serve=decision.serve, reason=decision.reason).model_dump()
+
+    @rpc
     def replicas(self):
         """Every generator replica heard from, with its backend's health and how long ago it reported."""
         return self.store.replicas()
@@ -231,8 +256,10 @@ class JobsService:
         """Everything the gateway's /metrics needs from this service in one round trip, so a scrape costs
         one RPC with one time limit: jobs by status, the job duration histograms (recorded as jobs finish,
         see JobRepository._finish) and the generator replicas."""
+        lines = self.store.lines()
         return {"jobs_by_status": self.store.counts_by_status(), "durations": self.store.durations(),
-                "replicas": self.store.replicas()}
+                "replicas": self.store.replicas(), "lines": lines,
+                "backlog": sum(line["waiting"] for line in lines)}
 
     # --- outbox sweep -----------------------------------------------------------------------------
     @configured_timer("dispatch_sweep_seconds")
@@ -259,8 +286,7 @@ class JobsService:
                 log.warning("job %s: no sign of life from its generator for %g s: back to the work queue"
                             " (attempt %d done)", row["id"], settings.stuck_job_seconds, row["attempts"],
                             extra={"job_id": row["id"]})
-                order = events.WorkOrder(job_id=row["id"], spec=row["spec"], created_at=float(row["created_at"]))
-                self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
+                self._send(events.WorkOrder(job_id=row["id"], spec=row["spec"], created_at=float(row["created_at"])))
             else:
                 log.warning("job %s: failed: %s (replica %s; GAZE_STUCK_JOB_SECONDS=%g)", row["id"], row["error"],
                             row.get("replica") or "unknown", settings.stuck_job_seconds,
@@ -311,8 +337,8 @@ class JobsService:
 
     @configured_timer("stuck_sweep_seconds")
     def tidy_waiting_line(self):
-        """Drop from the read model's waiting line (queue_position) the jobs that no longer wait: normally
-        each transition moves the line with the document; this repairs writes lost while Redis was away."""
+        """Drop from the read model's waiting lines (queue_position; every line) the jobs that no longer wait:
+        normally each transition moves the line with the document; this repairs writes lost while Redis was away."""
         ids = self.view.waiting_ids()
         if ids:
             self.view.forget_waiting(self.store.not_waiting(ids))
@@ -321,13 +347,21 @@ class JobsService:
         """Copy a committed transition into the read model; returns whether there was one."""
         if row is None:
             return False
-        self.view.put(_public(row))
+        self.view.put(_public(row), self.view.line_of(row))   # (its line: where queue_position counts)
         return True
+
+    def _send(self, order: events.WorkOrder):
+        """Put a work order in its line: its checkpoint's queue (declared with the first order sent to it, so
+        none is dropped by an exchange without a queue), or with GAZE_SCHEDULING=fcfs the shared one."""
+        if from_nameko(self.config).scheduling == "checkpoint":
+            line = events.checkpoint_queue(order.spec.checkpoint)
+            self.publish_work(order.model_dump(), routing_key=line.routing_key, declare=[line])
+        else:
+            self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
 
     def _dispatch(self, jobs, then=lambda: None):
         for job in jobs:
-            order = events.WorkOrder(job_id=job["id"], spec=job["spec"], created_at=job["created_at"])
-            self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)
+            self._send(events.WorkOrder(job_id=job["id"], spec=job["spec"], created_at=job["created_at"]))
             log.info("job %s: queued", job["id"], extra={"job_id": job["id"]})
         then()
         try:
@@ -341,6 +375,14 @@ class JobsService:
 
 
 MAX_PAGE = 100
+LIVE_TICKS = 4   # a replica that has not asked for its line for this many ticks (+5 s) no longer counts as serving it
+
+
+def _scheduled(row) -> scheduling.Replica:
+    """A replica row (store.assign_line) as the scheduler sees it."""
+    return scheduling.Replica(row["replica"], row["serving"], row["in_flight"] or 0,
+                              frozenset(row["can_load"]) if row["can_load"] is not None else None,
+                              row["mean_job_seconds"], row["mean_load_seconds"])
 
 
 def _cursor(row) -> str:

@@ -24,6 +24,13 @@ VIEW_COLUMNS = ("id, preset_slug, label, spec, seed, status, error, result, atte
                 " progress_max, owner, webhook, webhook_events, announced_status, created_at, started_at, finished_at")
 
 STATUSES = STATES
+# a job waiting in its line: accepted, and not reserved by a replica (or taken back from one by the stuck sweep);
+# the condition of migration 0013's partial index, which the lines are read from
+WAITING_SQL = "status = 'pending' AND (attempts = 0 OR requeued)"
+LINES_SQL = ("SELECT spec->>'checkpoint' AS checkpoint, count(*)::int AS waiting,"
+             " extract(epoch FROM now() - min(created_at))::float8 AS oldest_wait_seconds"
+             f" FROM jobs.jobs WHERE {WAITING_SQL} GROUP BY 1 ORDER BY 3 DESC")
+SCHEDULER_LOCK = 0x6761_7a65_0015   # pg_advisory_xact_lock key of scheduling decisions ("gaze", issue 15)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ACTIVE_SQL = f"({sql_list(ACTIVE)})"     # the states a transition may start from
 # Upper bounds (seconds) of the job duration histograms' buckets, for queue wait and generation time
@@ -348,15 +355,61 @@ class JobRepository:
     def record_replica(self, status) -> None:
         with self.pool.connection() as conn:
             conn.execute(
-                "INSERT INTO jobs.replicas (replica, backend, healthy, detail, seen_at, state, worker_pid, restarts)"
-                " VALUES (%s, %s, %s, %s, to_timestamp(%s), %s, %s, %s)"
+                "INSERT INTO jobs.replicas (replica, backend, healthy, detail, seen_at, state, worker_pid, restarts,"
+                " loaded_checkpoint, resident_checkpoints, loads, load_seconds_total, mean_load_seconds,"
+                " mean_job_seconds, can_load)"
+                " VALUES (%s, %s, %s, %s, to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (replica) DO UPDATE SET backend = excluded.backend, healthy = excluded.healthy,"
                 " detail = excluded.detail, seen_at = excluded.seen_at, state = excluded.state,"
-                " worker_pid = excluded.worker_pid, restarts = excluded.restarts"
+                " worker_pid = excluded.worker_pid, restarts = excluded.restarts,"
+                " loaded_checkpoint = excluded.loaded_checkpoint, resident_checkpoints = excluded.resident_checkpoints,"
+                " loads = excluded.loads, load_seconds_total = excluded.load_seconds_total,"
+                " mean_load_seconds = excluded.mean_load_seconds, mean_job_seconds = excluded.mean_job_seconds,"
+                " can_load = coalesce(excluded.can_load, jobs.replicas.can_load)"
                 " WHERE jobs.replicas.seen_at <= excluded.seen_at",
                 (status.replica, status.backend, status.healthy, status.detail, status.at, status.state,
-                 status.worker_pid, status.restarts),
+                 status.worker_pid, status.restarts, status.loaded_checkpoint, status.resident_checkpoints,
+                 status.loads, status.load_seconds_total, status.mean_load_seconds, status.mean_job_seconds,
+                 status.checkpoints),
             )
+
+    def lines(self) -> list[dict]:
+        """The lines: per checkpoint with jobs waiting (pending, not reserved by a replica), how many and how
+        long the oldest has waited; longest wait first. Read from the partial index of migration 0013."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                LINES_SQL).fetchall()
+
+    def assign_line(self, ask: dict, decide, live_seconds: float):
+        """One scheduling decision, serialised with every other (one transaction-scoped advisory lock, so two
+        replicas asking at once are never both sent to the same empty line): records what replica
+        `ask["replica"]` says of itself, reads the lines and the other replicas that asked within
+        `live_seconds`, calls `decide(me_row, other_rows, lines)` -> the checkpoint to serve, and records it as
+        the replica's line. Returns what `decide` returned."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEDULER_LOCK,))
+            me = conn.execute(
+                "INSERT INTO jobs.replicas (replica, backend, healthy, detail, seen_at, serving, in_flight, can_load,"
+                " mean_job_seconds, mean_load_seconds, loaded_checkpoint, asked_at)"
+                " VALUES (%(replica)s, '', false, 'no status heard yet', 'epoch', %(serving)s, %(in_flight)s, %(can_load)s,"
+                " %(mean_job_seconds)s, %(mean_load_seconds)s, %(loaded)s, now())"
+                " ON CONFLICT (replica) DO UPDATE SET serving = excluded.serving, in_flight = excluded.in_flight,"
+                " can_load = coalesce(excluded.can_load, jobs.replicas.can_load),"
+                " mean_job_seconds = coalesce(excluded.mean_job_seconds, jobs.replicas.mean_job_seconds),"
+                " mean_load_seconds = coalesce(excluded.mean_load_seconds, jobs.replicas.mean_load_seconds),"
+                " loaded_checkpoint = excluded.loaded_checkpoint, asked_at = now()"
+                " RETURNING replica, serving, in_flight, can_load, mean_job_seconds, mean_load_seconds", ask,
+            ).fetchone()
+            others = conn.execute(
+                "SELECT replica, serving, in_flight, can_load, mean_job_seconds, mean_load_seconds FROM jobs.replicas"
+                " WHERE replica <> %s AND asked_at > now() - make_interval(secs => %s)"
+                " AND state NOT IN ('stuck', 'restarting', 'stopped')",
+                (ask["replica"], live_seconds)).fetchall()
+            lines = conn.execute(LINES_SQL).fetchall()
+            decision = decide(me, others, lines)
+            if decision.serve != ask["serving"]:
+                conn.execute("UPDATE jobs.replicas SET serving = %s WHERE replica = %s", (decision.serve, ask["replica"]))
+            return decision
 
     def counts_by_status(self) -> dict:
         """{status: number of jobs} for every status, zeros included, from the counters the triggers of
@@ -387,7 +440,8 @@ class JobRepository:
     def replicas(self) -> list[dict]:
         with self.pool.connection() as conn:
             return conn.execute(
-                "SELECT replica, backend, healthy, detail, state, worker_pid, restarts,"
+                "SELECT replica, backend, healthy, detail, state, worker_pid, restarts, loaded_checkpoint,"
+                " resident_checkpoints, serving, loads, load_seconds_total, mean_load_seconds, mean_job_seconds,"
                 " extract(epoch FROM now() - seen_at)::float8 AS age_seconds"
                 " FROM jobs.replicas ORDER BY replica"
             ).fetchall()

@@ -145,11 +145,29 @@ def amqp_connection(settings):
         yield conn
 
 
+class LinesReader(QueueReader):
+    """The work lines: the shared one and every configured checkpoint's (services/jobs/scheduling.py), read
+    as one queue: `get` takes from the first with a message."""
+
+    def __init__(self, connection, checkpoints):
+        self.lines = [QueueReader(connection, queue) for queue in
+                      (events.WORK_QUEUE, *(events.checkpoint_queue(checkpoint) for checkpoint in checkpoints))]
+        self.queue = self.lines[0].queue     # its name, in take()'s message
+
+    def get(self, ack=True):
+        return next((message for line in self.lines if (message := line.get(ack)) is not None), None)
+
+    def purge(self):
+        for line in self.lines:
+            line.purge()
+
+
 @pytest.fixture
 def work_queue(settings):
-    """The durable work queue, emptied before (and after) the test; `.take(n)` reads orders off it."""
+    """The work lines (the shared one and each configured checkpoint's), emptied before (and after) the test;
+    `.take(n)` reads orders off them."""
     with Connection(settings.amqp_uri) as conn:
-        reader = QueueReader(conn, events.WORK_QUEUE)
+        reader = LinesReader(conn, settings.checkpoints)
         reader.purge()
         yield reader
         reader.purge()

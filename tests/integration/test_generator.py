@@ -182,7 +182,9 @@ def test_a_job_goes_back_to_the_queue_while_the_jobs_service_is_down(container_f
     """The claim cannot reach the jobs service: the order is requeued (after a pause), never acked and
     lost; once the jobs service is back the job is claimed as a redelivery and finishes. The unanswered
     claim waited in the jobs service's queue and counts as attempt 1 when it is finally handled; the
-    redelivery's claim is attempt 2, the one that runs."""
+    redelivery's claim is attempt 2, the one that runs. On the shared line (GAZE_SCHEDULING=fcfs): a replica
+    that cannot reach the jobs service is never given a checkpoint's line (tests/unit/test_scheduling.py)."""
+    settings = dataclasses.replace(settings, scheduling="fcfs")
     jobs_container = container_factory(JobsService, settings.nameko_config())
     jobs_container.start()
     with ServiceRpcProxy("jobs", {"AMQP_URI": settings.amqp_uri, "serializer": "json"}, timeout=10) as proxy:

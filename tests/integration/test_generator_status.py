@@ -1,19 +1,25 @@
 """Generator replicas report their backend's health and checkpoints; the jobs service keeps the replica
 list (for health checks) and the presets service validates checkpoint overrides against what the
-nodes report, falling back to the configured list while none has reported."""
+nodes report, falling back to the configured list while none has reported. A replica knows the model its
+worker process holds and what its loads cost (issue 15), and forgets the model with the worker."""
 import dataclasses
+import os
+import signal
+import uuid
 
 import pytest
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.services import entrypoint_waiter
 
-from shared import events
+from services.generator.supervisor import WorkerSupervisor
+from shared import config, events
+from shared.schemas import GenerationSpec
 from shared.errors import InvalidField
 from services.generator.service import GeneratorService
 from services.jobs.service import JobsService
 from services.presets.service import PresetsService
-from tests.helpers import wait_until
+from tests.helpers import make_spec, wait_until
 
 
 @pytest.fixture
@@ -72,3 +78,50 @@ def test_checkpoint_overrides_follow_what_the_nodes_report(container_factory, se
         assert [(row["replica"], row["checkpoints"]) for row in stored] == [
             ("gpu-7", ["Illustrious/model.safetensors", "Pony/pony_v6.safetensors"])]
         assert presets.checkpoints() == ["Illustrious/model.safetensors", "Pony/pony_v6.safetensors"]
+
+
+# ---- the model a replica's worker holds
+
+
+IMAGE_SECONDS, LOAD_SECONDS = 0.05, 0.3
+
+
+@pytest.fixture
+def simulated_supervisor(monkeypatch):
+    """A replica's supervisor over a real worker process with the simulated GPU (its settings reach the
+    worker through the environment it inherits); `models` records what the supervisor said at each change."""
+    monkeypatch.setenv("GAZE_SIMULATED_GPU_SECONDS", str(IMAGE_SECONDS))
+    monkeypatch.setenv("GAZE_SIMULATED_LOAD_SECONDS", str(LOAD_SECONDS))
+    models = []
+    supervisor = WorkerSupervisor(dataclasses.replace(config.load({}), backend="simulated"), "model-replica",
+                                  on_model=lambda: models.append(supervisor.loaded_checkpoint))
+    supervisor.start()
+    yield supervisor, models
+    supervisor.stop()
+
+
+def run_on(supervisor, checkpoint):
+    spec = GenerationSpec(**make_spec(checkpoint=checkpoint, width=32, height=32, steps=2))
+    return supervisor.run(str(uuid.uuid4()), spec, lambda value, maximum: None)[1]
+
+
+def test_a_replica_counts_its_workers_loads_and_forgets_the_model_with_the_worker(simulated_supervisor):
+    supervisor, models = simulated_supervisor
+    a, b = "SDXL/sd_xl_base_1.0.safetensors", "Pony/pony_v6.safetensors"
+    assert (supervisor.loaded_checkpoint, supervisor.loads) == (None, 0)
+    seconds = [run_on(supervisor, checkpoint) for checkpoint in (a, a, b)]
+    assert seconds[0] >= LOAD_SECONDS + IMAGE_SECONDS and seconds[1] < LOAD_SECONDS    # the load is in its job
+    assert (supervisor.loaded_checkpoint, supervisor.resident_checkpoints, supervisor.loads) == (b, [b], 2)
+    assert models == [a, b]
+    assert 2 * LOAD_SECONDS <= supervisor.load_seconds_total < 2 * LOAD_SECONDS + 0.5
+    assert LOAD_SECONDS <= supervisor.mean_load_seconds < LOAD_SECONDS + 0.25
+    assert IMAGE_SECONDS <= supervisor.mean_job_seconds < LOAD_SECONDS       # without the loads
+    means = supervisor.mean_load_seconds, supervisor.mean_job_seconds
+    dead = supervisor.worker_pid
+    os.kill(dead, signal.SIGKILL)
+    wait_until(lambda: supervisor.serving and supervisor.worker_pid != dead, what="a fresh worker")
+    assert (supervisor.loaded_checkpoint, supervisor.resident_checkpoints) == (None, None)
+    assert (supervisor.loads, (supervisor.mean_load_seconds, supervisor.mean_job_seconds)) == (2, means)
+    assert models == [a, b, None]
+    assert run_on(supervisor, b) >= LOAD_SECONDS        # the fresh worker loads it again
+    assert (supervisor.loaded_checkpoint, supervisor.loads) == (b, 3)

@@ -68,7 +68,9 @@ def test_create_writes_the_jobs_then_queues_each_then_writes_the_read_model_then
     assert {(job["preset_slug"], job["label"]) for job in jobs} == {("example_01", "Preset: Example – preview")}
     orders = [events.WorkOrder.model_validate(c.args[0]) for c in service.publish_work.call_args_list]
     assert [order.job_id for order in orders] == ids
-    assert all(c.kwargs == {"routing_key": events.WORK_ROUTING_KEY} for c in service.publish_work.call_args_list)
+    line = events.checkpoint_queue(orders[0].spec.checkpoint)    # each job waits in its checkpoint's line
+    assert all(c.kwargs == {"routing_key": line.routing_key, "declare": [line]}
+               for c in service.publish_work.call_args_list)
     # the orders go out first: they are on the critical path; the read model before the ids are returned
     assert order == ["create"] + ["publish_work"] * 3 + ["put_many", "mark_dispatched"]
     assert [doc["id"] for doc in service.view.put_many.call_args.args[0]] == ids

@@ -77,6 +77,12 @@ class JobContext(Protocol):
         """The engine holds work of this job under `handle` (a ComfyUI prompt_id): if the worker is killed,
         the replica removes it from the engine itself (`Backend.remove_orphans`)."""
 
+    def model_loaded(self, checkpoint: str, seconds: float, resident: Optional[list[str]] = None) -> None:
+        """For this job the backend changed the model it holds to `checkpoint` (a load from disk or from
+        memory), which took `seconds`; `resident`: the checkpoints it keeps in memory now, where it can tell.
+        Not called when the job found its checkpoint already loaded. The replica reports it
+        (GeneratorStatus.loaded_checkpoint, loads) and the scheduler routes by it."""
+
     def cancelled(self) -> bool:
         """True once the replica asked to stop this job: the backend ends it soon (JobCancelled)."""
 
@@ -116,6 +122,9 @@ class CallbackContext:
         pass
 
     def submitted(self, handle):
+        pass
+
+    def model_loaded(self, checkpoint, seconds, resident=None):
         pass
 
     def cancelled(self):

@@ -3,6 +3,9 @@
 It is not a diffusion model and does not pretend to be one: the caption says "GAZE preview". It exists
 so the whole pipeline runs on machines without a GPU. Same (prompt, negative, seed, width, height,
 checkpoint) → the same pixels and the same PNG bytes; another seed → another picture.
+
+It holds no model, yet reports a change of checkpoint as a load that took no time (JobContext.model_loaded),
+as a GPU backend does: checkpoint-aware scheduling and its metrics then work on the CPU backend too.
 """
 from __future__ import annotations
 
@@ -73,6 +76,7 @@ class PreviewBackend:
 
     def __init__(self, checkpoints=None):
         self._checkpoints = list(checkpoints) if checkpoints is not None else []
+        self.loaded = None      # the checkpoint of the last job: what a GPU backend would hold now
 
     def checkpoints(self) -> list[str]:
         """Any checkpoint name draws the same kind of picture: report the configured list."""
@@ -87,5 +91,8 @@ class PreviewBackend:
 
     def generate(self, spec, job=None) -> GeneratedImage:
         job = as_context(job)
+        if spec.checkpoint != self.loaded:
+            self.loaded = spec.checkpoint
+            job.model_loaded(spec.checkpoint, 0.0, [spec.checkpoint])
         metadata = png_metadata(spec, self.name)
         return GeneratedImage(encode_png(render(spec, job.progress), metadata), spec.width, spec.height, metadata)

@@ -1,9 +1,31 @@
 """The jobs service's RPC contract (services/jobs/service.py is the callee)."""
 from __future__ import annotations
 
+from typing import Optional
+
+from pydantic import BaseModel
+
 from shared.contracts import ServiceClient
 
 SERVICE = "jobs"
+
+
+class LineRequest(BaseModel):
+    """A generator replica asks which line to serve: what it serves and holds now, its jobs in hand, the
+    checkpoints it can load (None: any) and its recent means (None: not measured yet)."""
+
+    replica: str
+    serving: Optional[str] = None
+    loaded: Optional[str] = None
+    in_flight: int = 0
+    can_load: Optional[list[str]] = None
+    mean_job_seconds: Optional[float] = None
+    mean_load_seconds: Optional[float] = None
+
+
+class LineAnswer(BaseModel):
+    serve: Optional[str] = None   # the checkpoint whose line to take work from (None: only the shared line)
+    reason: str = ""              # which rule of services/jobs/scheduling.py decided
 
 
 class JobsClient(ServiceClient):
@@ -43,6 +65,10 @@ class JobsClient(ServiceClient):
     def claim_async(self, job_id: str, replica: str, redelivered: bool = False):
         """Reserve the job for a generator replica; the reply (a ClaimResult) is fetched later."""
         return self._call_async("claim", job_id, replica, redelivered)
+
+    def assign_line(self, ask: LineRequest) -> LineAnswer:
+        """Which checkpoint's line a generator replica takes work from next (services/jobs/scheduling.py)."""
+        return LineAnswer.model_validate(self._call("assign_line", ask.model_dump()))
 
     def replicas(self) -> list[dict]:
         return self._call("replicas")
