@@ -111,11 +111,12 @@ def tokenizer(directory: Path):
     return CLIPTokenizer.from_pretrained(str(directory), model_max_length=77)
 
 
-def build_pipeline(tiny: bool, device: str, dtype, workdir: Path):
+def build_pipeline(tiny: bool, device: str, dtype, workdir: Path, seed: int = 0):
+    """(pipeline, parameter count); another `seed` gives another model of the same shapes."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     unet_cfg, vae_cfg, te1_cfg, te2_cfg = ((TINY_UNET, TINY_VAE, TINY_TEXT_1, TINY_TEXT_2) if tiny
                                            else (SDXL_UNET, SDXL_VAE, SDXL_TEXT_1, SDXL_TEXT_2))
     tok = tokenizer(workdir / "tokenizer")

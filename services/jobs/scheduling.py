@@ -25,7 +25,10 @@ rule, in the order it is applied (the README's "Scheduling" says the same to ope
    so that the next jobs of its checkpoint start at once.
 
 T and L are the asking replica's own recent means (GeneratorStatus.mean_job_seconds, mean_load_seconds),
-else the other replicas', else the defaults below. A replica is only sent to a checkpoint it can load.
+else the other replicas', else the defaults below. A replica is only sent to a checkpoint it can load, but
+a line no live replica can load is due at once: the first replica that can be spared takes it, so that its
+jobs end soon (failed by the backend with a reason the client can act on: "checkpoint 'x' is not installed
+on this node") instead of waiting for a replica that may never come.
 """
 from __future__ import annotations
 
@@ -100,10 +103,15 @@ def choose_line(me: Replica, others: Iterable[Replica], lines: Iterable[Line], m
     if me.serving is None:
         return Decision(best.checkpoint, "start") if best is not None else Decision(None, "idle")
 
+    def nobody_loads(checkpoint):
+        return not me.loads(checkpoint) and not any(replica.loads(checkpoint) for replica in others)
+
     lead = tick + me.in_flight * job_seconds
-    due = [line for line in candidates
+    due = [line for line in lines.values()
            if line.checkpoint != me.serving and servers(line.checkpoint) == 0
-           and line.oldest_wait + load_seconds + (line.waiting - 1) * job_seconds + lead >= max_wait]
+           and (nobody_loads(line.checkpoint)
+                or me.loads(line.checkpoint)
+                and line.oldest_wait + load_seconds + (line.waiting - 1) * job_seconds + lead >= max_wait)]
     spare = own is None or servers(me.serving) > 1     # its line keeps a replica, or has no work
     if due and spare:
         return Decision(max(due, key=lambda line: line.oldest_wait).checkpoint, "rescue")

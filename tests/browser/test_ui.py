@@ -204,6 +204,16 @@ def test_queue_shows_live_status_and_works_at_phone_width(stack, browser):
     context.close()
 
 
+def test_the_queue_pages_farm_is_refreshed_without_a_reload(stack, page):
+    page.goto(stack.url + "/queue")
+    expect(page.locator("#farm .replica-row").first).to_be_visible(timeout=10000)   # the stack's replicas
+    page.evaluate("document.getElementById('farm').dataset.shown = 'since the page loaded'")
+    # queue.js puts the server's current farm in its place (every 5 s)
+    expect(page.locator("#farm[data-shown]")).to_have_count(0, timeout=15000)
+    expect(page.locator("#farm .replica-row").first).to_be_visible()
+    expect(page.locator("#farm h2").first).to_have_text("Checkpoints")
+
+
 def test_a_waiting_job_is_cancelled_from_the_queue_page(stack, page):
     # 60 large jobs: the last waits behind the others for several seconds on the preview backend
     ids = [job["job_id"] for _ in range(3) for job in stack.post(

@@ -21,7 +21,12 @@ Behaviour reproduced from ComfyUI's server.py / execution.py / main.py:
   on an interrupt: execution_interrupted, (history), status, executing-null;
 - a client-chosen prompt_id must be a canonical lowercase UUID (400 `invalid_prompt_id` otherwise);
 - /history/<id> is {} until the prompt has finished; POST /interrupt with a prompt_id touches only that
-  prompt; POST /queue {"delete": [...]} removes waiting prompts; every route also answers under /api.
+  prompt; POST /queue {"delete": [...]} removes waiting prompts; every route also answers under /api;
+- a CheckpointLoaderSimple is answered from the cache (listed in execution_cached, not executed) when the
+  prompt that ran before it, whoever sent it, loaded or reused the same checkpoint, and executed otherwise (a
+  load): ComfyUI's default cache keeps the outputs of the prompt it ran last (it drops, as each prompt
+  starts, whatever that prompt does not use). `fake.cached_checkpoints` is what it holds; a restart
+  forgets it.
 """
 from __future__ import annotations
 
@@ -61,6 +66,7 @@ class Script:
     extra_data["fake_script"]."""
     steps: int | None = None            # sampler steps to report (None: the KSampler's own `steps`)
     step_delay: float = 0.002           # seconds per sampler step
+    load_delay: float = 0.0             # seconds per checkpoint loader that executes (a load; 0: node_delay)
     node_delay: float = 0.0             # seconds per other node
     cached: list = field(default_factory=list)   # node ids reported in execution_cached (and skipped)
     fail_at: str | None = None          # node id or class_type whose execution raises
@@ -156,6 +162,7 @@ class FakeComfyUI:
         self.sent: list[tuple] = []         # (client_id or None, type, data) of every event sent
         self.history: dict = {}
         self.files: dict = {}               # (subfolder, filename, type) -> bytes
+        self.cached_checkpoints: set = set()    # the checkpoints whose loader outputs the cache holds
         self._pending: list[_Prompt] = []
         self._running: _Prompt | None = None
         self._sockets: dict[str, web.WebSocketResponse] = {}
@@ -231,6 +238,7 @@ class FakeComfyUI:
         self._running = None
         self._pending.clear()
         self.history.clear()
+        self.cached_checkpoints.clear()
         await self._close_sockets()
         self._worker = asyncio.ensure_future(self._work())
 
@@ -540,7 +548,12 @@ class FakeComfyUI:
 
         await self.send_status()
         await event("execution_start", {"timestamp": self._timestamp()})
+        loaders = {node_id: node["inputs"].get("ckpt_name") for node_id, node in graph.items()
+                   if node["class_type"] == "CheckpointLoaderSimple"}
+        # as the prompt starts, the cache drops what it does not use (execution.py: set_prompt, clean_unused)
+        self.cached_checkpoints &= set(loaders.values())
         cached = [n for n in script.cached if n in graph]
+        cached += [n for n, checkpoint in loaders.items() if checkpoint in self.cached_checkpoints and n not in cached]
         await event("execution_cached", {"nodes": cached, "timestamp": self._timestamp()})
         executed, outputs = [], {}
         for node_id in _execution_order(graph):
@@ -580,6 +593,9 @@ class FakeComfyUI:
                                 self._refuse.add(cid)
                             if ws is not None:
                                 await ws.close()
+            elif class_type == "CheckpointLoaderSimple":
+                await asyncio.sleep(script.load_delay or script.node_delay)
+                self.cached_checkpoints.add(graph[node_id]["inputs"].get("ckpt_name"))
             elif script.node_delay:
                 await asyncio.sleep(script.node_delay)
             if class_type in ("SaveImage", "PreviewImage"):

@@ -50,10 +50,12 @@ def make_spec(**changes) -> GenerationSpec:
     return GenerationSpec(**fields)
 
 
-def submit_foreign(fake, **script):
+def submit_foreign(fake, checkpoint=None, **script):
     """A prompt from someone else (another client id), e.g. the ComfyUI web UI's user."""
     graph = json.loads(json.dumps(TEMPLATE))
     graph["5"]["inputs"].update(width=32, height=32)
+    if checkpoint is not None:
+        graph["4"]["inputs"]["ckpt_name"] = checkpoint
     answer = requests.post(f"{fake.url}/prompt", json={"prompt": graph, "client_id": "someone-else",
                                                        "extra_data": {"fake_script": script}}, timeout=5)
     answer.raise_for_status()
@@ -318,6 +320,128 @@ def test_waiting_in_comfyuis_queue_spends_no_time_limit_and_a_cancel_removes_onl
     ours = fake.prompts[-1]["prompt_id"]
     assert fake.deletes == [[ours]] and fake.interrupts == []
     assert fake.running_id == foreign and fake.pending_ids == []     # the other prompt still runs
+
+
+# ---- which jobs made ComfyUI load their checkpoint
+
+A, B = "Illustrious/model.safetensors", "SDXL/sd_xl_base_1.0.safetensors"
+LOAD_SECONDS = 0.15     # the fake's time per executed loader
+MEASURED_LOAD = 0.8 * LOAD_SECONDS      # the least a job may measure for it (events are timed as they arrive)
+
+
+class LoadRecorder(CallbackContext):
+    """A job that records the loads its backend reports."""
+
+    def __init__(self):
+        super().__init__()
+        self.loads = []
+
+    def model_loaded(self, checkpoint, seconds, resident=None):
+        self.loads.append((checkpoint, seconds, resident))
+
+
+def loader_cached(fake, prompt_id) -> bool:
+    """ComfyUI's own word, from the prompt's /history messages: was the loader (node 4) answered from cache?"""
+    messages = dict((kind, data) for kind, data in fake.history[prompt_id]["status"]["messages"])
+    return "4" in messages["execution_cached"]["nodes"]
+
+
+def run_jobs(backend, checkpoints, seed=100):
+    recorders = []
+    for n, checkpoint in enumerate(checkpoints):
+        recorders.append(LoadRecorder())
+        backend.generate(make_spec(checkpoint=checkpoint, seed=seed + n), recorders[-1])
+    return recorders
+
+
+def test_a_switch_is_reported_once_per_change_and_not_for_a_repeated_checkpoint(fake):
+    fake.script = Script(load_delay=LOAD_SECONDS)
+    backend = backend_for(fake.url)
+    sequence = [A, A, B, B, A, B]
+    recorders = run_jobs(backend, sequence)
+
+    assert [[checkpoint for checkpoint, _, _ in job.loads] for job in recorders] == [[A], [], [B], [], [A], [B]]
+    for job in recorders:
+        for _, seconds, resident in job.loads:
+            assert MEASURED_LOAD <= seconds < LOAD_SECONDS + 1.0 and resident is None
+    # the same as ComfyUI's own record of what it did
+    prompt_ids = [body["prompt_id"] for body in fake.prompts]
+    assert [not loader_cached(fake, pid) for pid in prompt_ids] == [bool(job.loads) for job in recorders]
+    assert backend.loaded_checkpoint == B
+
+
+def test_loads_are_told_from_the_history_when_there_is_no_websocket(fake, monkeypatch):
+    """Without its websocket a job learns its prompt's end from /history: its messages still say whether
+    the loader was cached, and ComfyUI's own timestamps bound the load's seconds."""
+    monkeypatch.setattr("services.generator.backends.comfyui_transport.websocket_url",
+                        lambda url: f"ws://127.0.0.1:{free_port()}/ws")
+    fake.script = Script(load_delay=LOAD_SECONDS)
+    recorders = run_jobs(backend_for(fake.url), [A, A, B])
+    assert fake.ws_connects == []
+    assert [[checkpoint for checkpoint, _, _ in job.loads] for job in recorders] == [[A], [], [B]]
+    assert all(seconds >= MEASURED_LOAD for job in recorders for _, seconds, _ in job.loads)
+
+
+def test_a_prompt_that_fails_after_its_load_reports_it_and_one_that_fails_in_its_loader_does_not(fake):
+    backend = backend_for(fake.url)
+    fake.script = Script(fail_at="KSampler")
+    failed_late = LoadRecorder()
+    with pytest.raises(BackendError):
+        backend.generate(make_spec(checkpoint=A), failed_late)
+    assert [checkpoint for checkpoint, _, _ in failed_late.loads] == [A]     # ComfyUI holds A now
+
+    fake.script = Script(fail_at="CheckpointLoaderSimple")
+    failed_in_loader = LoadRecorder()
+    with pytest.raises(BackendError, match=r"CheckpointLoaderSimple \(node 4\)"):
+        backend.generate(make_spec(checkpoint=B), failed_in_loader)
+    assert failed_in_loader.loads == []
+
+    fake.script = Script()
+    [next_job] = run_jobs(backend, [B])
+    assert [checkpoint for checkpoint, _, _ in next_job.loads] == [B]       # nothing of B was held
+
+
+def test_another_clients_prompt_changes_what_comfyui_holds_and_its_load_is_not_ours(fake):
+    """ComfyUI shared with someone else: their prompt's load is not reported to us; our next job on the
+    checkpoint they loaded finds it cached (no load), and the one after, back on ours, loads it again."""
+    backend = backend_for(fake.url)
+    [first] = run_jobs(backend, [A])
+    foreign = submit_foreign(fake, checkpoint=B)
+    wait_until(lambda: fake.history.get(foreign), timeout=5, what="the foreign prompt to finish")
+    assert not loader_cached(fake, foreign)
+    after_foreign, back = run_jobs(backend, [B, A], seed=200)
+    assert [c for c, _, _ in first.loads] == [A]
+    assert after_foreign.loads == []
+    assert [c for c, _, _ in back.loads] == [A]
+    assert backend.loaded_checkpoint == A
+
+
+def test_queued_prompts_each_report_their_own_load_to_the_replica(fake, monkeypatch):
+    """The pipelined worker process: several prompts of ours wait in ComfyUI's queue, each followed by its
+    own thread; each load is told to the replica (WorkerSupervisor) once, under the job it was made for."""
+    import eventlet
+
+    fake.script = Script(steps=3, step_delay=0.1, load_delay=LOAD_SECONDS)
+    settings = config.Settings(backend="comfyui")
+    monkeypatch.setenv("GAZE_COMFYUI_URL", fake.url)
+    supervisor = WorkerSupervisor(settings, "gen-comfy")
+    supervisor.start()
+    sequence = [A, B, B, A]
+    try:
+        threads = []
+        for n, checkpoint in enumerate(sequence):
+            threads.append(eventlet.spawn(supervisor.run, f"job-{n}", make_spec(checkpoint=checkpoint, seed=n),
+                                          lambda v, m: None))
+            wait_until(lambda: len(fake.prompts) == n + 1, timeout=5, what=f"prompt {n} submitted")
+        assert fake.pending_ids       # they did wait in ComfyUI's queue behind each other
+        for thread in threads:
+            thread.wait()
+        assert supervisor.loads == 3 and supervisor.loaded_checkpoint == A
+        assert supervisor.load_seconds_total >= 3 * MEASURED_LOAD
+    finally:
+        supervisor.stop()
+    prompt_ids = [body["prompt_id"] for body in fake.prompts]
+    assert [loader_cached(fake, pid) for pid in prompt_ids] == [False, False, True, False]
 
 
 # ---- an unreachable ComfyUI

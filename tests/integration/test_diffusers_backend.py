@@ -5,9 +5,11 @@ GAZE_DIFFUSERS_CONFIG_DIR holds them on a GPU node (no weights), and its weights
 original-layout (LDM) .safetensors file, so the backend goes through the real single-file loader.
 Needs the optional extra: pip install -e '.[diffusers]'.
 """
+import dataclasses
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ for _module in ("torch", "diffusers", "transformers"):
 import torch  # noqa: E402
 
 from services.generator.backends import BackendError, GeneratedImage, make_backend  # noqa: E402
+from services.generator.backends.base import CallbackContext  # noqa: E402
 from services.generator.backends.diffusers_backend import DiffusersBackend, infer_model_type  # noqa: E402
 from services.generator.supervisor import WorkerSupervisor  # noqa: E402
 from tests.helpers import start_generator  # noqa: E402
@@ -190,6 +193,13 @@ def backend(tiny):
     return DiffusersBackend(tiny[0], device="cpu")
 
 
+@pytest.fixture
+def jobs_config(settings):
+    """The jobs service of tests/integration/conftest.py with a short maximum wait: a job for a checkpoint that
+    no replica has is handed to one (which fails it) after a few seconds, not after the default minute."""
+    return dataclasses.replace(settings, scheduler_max_wait_seconds=3.0).nameko_config(max_workers=1)
+
+
 def make_spec(**changes) -> GenerationSpec:
     fields = dict(preset_slug="example_01", preset_name="Example", prompt="a lighthouse at dusk",
                   negative="blurry", checkpoint=CHECKPOINT, width=64, height=64, steps=3, cfg=6.0,
@@ -257,6 +267,66 @@ def test_the_pipeline_is_kept_between_jobs_and_replaced_one_at_a_time(tiny):
     assert backend._loaded_key[0] == OTHER_CHECKPOINT
     backend.generate(make_spec())
     assert backend.loads == 3
+
+
+class LoadRecorder(CallbackContext):
+    """A job's context that keeps what the backend reported about model loads."""
+
+    def __init__(self):
+        super().__init__()
+        self.loads = []
+
+    def model_loaded(self, checkpoint, seconds, resident=None):
+        self.loads.append((checkpoint, seconds, resident))
+
+
+def slow_loader(pipe, seconds):
+    """A loader hook whose load takes `seconds`: the time a switch reports must cover it."""
+    def load(path, device, dtype):
+        time.sleep(seconds)
+        return pipe
+    return load
+
+
+def test_each_switch_of_checkpoint_is_reported_once_with_its_load_time(tiny):
+    load_seconds = 0.05
+    backend = DiffusersBackend(tiny[0], device="cpu", loader=slow_loader(tiny[1], load_seconds))
+    sequence = [CHECKPOINT, CHECKPOINT, OTHER_CHECKPOINT, OTHER_CHECKPOINT, CHECKPOINT]
+    reported = []
+    for checkpoint in sequence:
+        job = LoadRecorder()
+        backend.generate(make_spec(checkpoint=checkpoint, steps=2), job)
+        reported.append(job.loads)
+    # a repeat finds its pipeline loaded and reports nothing; each change reports the one pipeline now held
+    assert [[(checkpoint, resident) for checkpoint, _, resident in loads] for loads in reported] == [
+        [(CHECKPOINT, [CHECKPOINT])], [], [(OTHER_CHECKPOINT, [OTHER_CHECKPOINT])], [], [(CHECKPOINT, [CHECKPOINT])]]
+    seconds = [s for loads in reported for _, s, _ in loads]
+    assert all(load_seconds <= s < load_seconds + 30 for s in seconds), seconds
+    assert backend.loads == len(seconds) == 3
+    assert backend.resident == [CHECKPOINT]
+
+
+def test_a_load_is_reported_even_when_its_job_then_fails_and_a_failed_load_is_not(tiny):
+    attempts = []
+
+    def flaky_loader(path, device, dtype):
+        attempts.append(path)
+        if len(attempts) == 1:
+            raise RuntimeError("disk read error")
+        return tiny[1]
+
+    backend = DiffusersBackend(tiny[0], device="cpu", loader=flaky_loader)
+    job = LoadRecorder()
+    with pytest.raises(BackendError, match="could not load checkpoint"):
+        backend.generate(make_spec(), job)
+    assert job.loads == [] and backend.resident == [] and backend.loads == 0
+    job = LoadRecorder()
+    with pytest.raises(BackendError, match="refused the job's parameters"):
+        backend.generate(make_spec(width=66), job)      # loaded, then refused by the pipeline's size check
+    assert [(checkpoint, resident) for checkpoint, _, resident in job.loads] == [(CHECKPOINT, [CHECKPOINT])]
+    job = LoadRecorder()
+    backend.generate(make_spec(steps=2), job)           # the pipeline stayed: no second report
+    assert job.loads == [] and backend.loads == 1
 
 
 @pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "heun", "dpmpp_2m", "dpmpp_2m_karras",
@@ -380,8 +450,9 @@ def test_settings_choose_and_configure_the_backend(tiny):
     assert other.config_dir == Path("/srv/configs")
 
 
-def test_runs_in_the_replicas_worker_process_and_relays_progress(tiny, monkeypatch):
-    """As the generator service runs it: generate in the worker process, progress published by the replica."""
+def test_runs_in_the_replicas_worker_process_and_relays_progress_and_switches(tiny, monkeypatch):
+    """As the generator service runs it: generate in the worker process, progress and model switches
+    reported to the replica."""
     settings = Settings(backend="diffusers")
     monkeypatch.setenv("GAZE_MODELS_DIR", str(tiny[0]))     # the worker process reads its backend's settings
     monkeypatch.setenv("GAZE_DIFFUSERS_DEVICE", "cpu")
@@ -390,10 +461,20 @@ def test_runs_in_the_replicas_worker_process_and_relays_progress(tiny, monkeypat
     published = []
     try:
         image, seconds = supervisor.run("job-1", make_spec(steps=4), lambda v, m: published.append((v, m)))
+        first_load = supervisor.load_seconds_total
+        # the switch the worker's backend made reaches the replica; a repeat of the checkpoint is none
+        assert (supervisor.loaded_checkpoint, supervisor.resident_checkpoints, supervisor.loads) == \
+            (CHECKPOINT, [CHECKPOINT], 1)
+        supervisor.run("job-2", make_spec(steps=2), lambda v, m: None)
+        assert supervisor.loads == 1 and supervisor.load_seconds_total == first_load
+        supervisor.run("job-3", make_spec(checkpoint=OTHER_CHECKPOINT, steps=2), lambda v, m: None)
+        assert (supervisor.loaded_checkpoint, supervisor.resident_checkpoints, supervisor.loads) == \
+            (OTHER_CHECKPOINT, [OTHER_CHECKPOINT], 2)
     finally:
         supervisor.stop()
     assert image.png.startswith(PNG_MAGIC) and seconds > 0
     assert published and published[-1] == (4, 4)
+    assert 0 < first_load < seconds
 
 
 def test_a_job_runs_through_the_generator_service(container_factory, settings, jobs, tiny, monkeypatch):

@@ -1,11 +1,12 @@
 """The job read model (shared/contracts/jobs/view.py) against the real Redis, and the jobs service keeping it current."""
+import dataclasses
 import json
 import uuid
 
 import pytest
 
 from shared import events
-from shared.contracts.jobs.view import JobView, version
+from shared.contracts.jobs.view import SHARED_LINE, JobView, version
 from services.gateway.stores.job_lookup import JobLookup
 from shared.errors import NotFound
 from tests.fakes import FakeRpc
@@ -97,6 +98,98 @@ def test_lookup_write_back_cannot_undo_a_newer_state(view):
     assert view.get(job_id)["status"] == "done"
 
 
+# --- waiting lines: queue_position counts within the job's own line ----------------------------------
+
+A, B = "A/a.safetensors", "B/b.safetensors"
+
+
+def waiting_doc(job_id, created_at):
+    return doc(job_id, "pending", replica=None, created_at=created_at)
+
+
+def reserved(job_id, created_at):
+    return doc(job_id, "pending", 1, replica="gpu-a", created_at=created_at)
+
+
+def test_each_job_counts_its_place_in_its_own_line(view):
+    a1, b1, a2, shared, a3 = (str(uuid.uuid4()) for _ in range(5))
+    for job_id, line, at in ((a1, A, 1.0), (b1, B, 2.0), (a2, A, 3.0), (shared, SHARED_LINE, 4.0), (a3, A, 5.0)):
+        assert view.put(waiting_doc(job_id, at), line)
+    assert view.ranks([a1, b1, a2, shared, a3]) == {a1: 0, b1: 0, a2: 1, shared: 0, a3: 2}
+    assert view.places([a2, b1]) == {a2: (A, 1), b1: (B, 0)}
+    stored, rank = view.lookup(a3)
+    assert stored["id"] == a3 and rank == 2
+    lookup = JobLookup(FakeRpc(jobs=()), view)    # what the API answers
+    assert lookup.get(a3)["queue_position"] == 2
+    assert [d["queue_position"] for d in lookup.with_positions([stored, view.get(b1)])] == [2, 0]
+
+    assert view.put(reserved(a1, 1.0), A)    # a replica reserved A's first job: only A's line moved
+    assert view.ranks([a2, a3, b1, shared, a1]) == {a2: 0, a3: 1, b1: 0, shared: 0, a1: None}
+    assert view.put(reserved(b1, 2.0), B)
+    assert view.line_names() == [SHARED_LINE, A], "an emptied checkpoint line leaves the set of lines"
+
+
+def test_a_place_is_read_in_one_round_trip(view):
+    job_id = str(uuid.uuid4())
+    view.put(waiting_doc(job_id, 1.0), B)
+    view.lookup(job_id)   # (loads the script)
+    sent = []
+    real = view.client.execute_command
+    view.client.execute_command = lambda *args, **kwargs: sent.append(args[0]) or real(*args, **kwargs)
+    assert view.lookup(job_id)[1] == 0
+    assert view.ranks([job_id, str(uuid.uuid4())])[job_id] == 0
+    assert sent == ["EVALSHA", "EVALSHA"]
+
+
+def test_the_gateways_read_through_leaves_the_lines_alone_and_still_finds_the_place(view):
+    early, late = str(uuid.uuid4()), str(uuid.uuid4())
+    view.put(waiting_doc(early, 1.0), A)
+    view.put(waiting_doc(late, 2.0), A)
+    view.client.delete(view.key(late))            # its document expired while it waited
+    assert view.put(waiting_doc(late, 2.0))       # the gateway reads it through: it knows no line
+    assert view.client.hget(view.key(late), "line") is None
+    assert view.lookup(late)[1] == 1, "found in the line it waits in"
+    assert view.places([late]) == {late: (A, 1)}
+
+
+def test_waiting_lines_from_before_per_checkpoint_lines_read_as_the_shared_line(view):
+    """An upgrade: every waiting job is in `<prefix>:queue` and the hashes name no line."""
+    old, older = str(uuid.uuid4()), str(uuid.uuid4())
+    for job_id, at in ((older, 1.0), (old, 2.0)):
+        view.client.hset(view.key(job_id), mapping={"v": version(waiting_doc(job_id, at)),
+                                                    "doc": json.dumps(waiting_doc(job_id, at))})
+        view.client.zadd(f"{view.prefix}:queue", {job_id: at})
+    assert view.lookup(old)[1] == 1 and view.ranks([older]) == {older: 0}
+    assert set(view.waiting_ids()) == {old, older}
+    # the new jobs service reserves the older one in A's line: it leaves the shared line it was in
+    view.put(reserved(older, 1.0), A)
+    assert view.ranks([old, older]) == {old: 0, older: None}
+    assert view.client.zscore(f"{view.prefix}:queue", older) is None
+
+
+def test_a_job_whose_line_changed_leaves_the_old_one(view):
+    """GAZE_SCHEDULING switched from fcfs to checkpoint while jobs waited."""
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    view.put(waiting_doc(first, 1.0), SHARED_LINE)
+    view.put(waiting_doc(second, 2.0), SHARED_LINE)
+    view.put(reserved(first, 1.0), A)
+    assert view.ranks([second]) == {second: 0}
+    assert view.client.zcard(view.line_key(SHARED_LINE)) == 1 and view.client.zcard(view.line_key(A)) == 0
+
+
+def test_reconciliation_reads_and_cleans_every_line(view):
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    for job_id, line, at in zip(ids, (A, SHARED_LINE, B, A), (4.0, 3.0, 1.0, 2.0)):
+        view.put(waiting_doc(job_id, at), line)
+    assert view.waiting_ids() == [ids[2], ids[3], ids[1], ids[0]], "first in line first, over all lines"
+    assert view.waiting_ids(limit=2) == [ids[2], ids[3]]
+    view.forget_waiting([ids[2], ids[0], ids[1], str(uuid.uuid4())])
+    assert view.waiting_ids() == [ids[3]]
+    assert view.line_names() == [SHARED_LINE, A], "B's line emptied: out of the set"
+    view.forget_waiting([str(uuid.uuid4()) for _ in range(2500)] + [ids[3]])   # more than Lua's unpack takes at once
+    assert view.waiting_ids() == [] and view.line_names() == [SHARED_LINE]
+
+
 # --- the jobs service writes every committed transition ---------------------------------------------
 
 @pytest.fixture
@@ -139,3 +232,29 @@ def test_jobs_service_records_failures_and_given_up_claims(jobs, dispatch, servi
     assert jobs.claim(exhausted, REPLICA, True)["run"] is False
     assert service_view.get(exhausted)["status"] == "failed"
     assert "gave up" in service_view.get(exhausted)["error"]
+
+
+@pytest.fixture
+def jobs_config(settings, request):
+    """The jobs service's config; a test may parametrize it (indirect) with its GAZE_SCHEDULING."""
+    return dataclasses.replace(settings, scheduling=getattr(request, "param", settings.scheduling)).nameko_config(
+        max_workers=1)
+
+
+def test_jobs_service_counts_queue_positions_within_each_checkpoints_line(jobs, service_view):
+    first_a, second_a = jobs.create(make_spec(checkpoint=A), 2)
+    [only_b] = jobs.create(make_spec(checkpoint=B), 1)
+    [third_a] = jobs.create(make_spec(checkpoint=A), 1)
+    assert service_view.ranks([first_a, second_a, only_b, third_a]) == {first_a: 0, second_a: 1, only_b: 0, third_a: 2}
+    assert service_view.places([only_b]) == {only_b: (B, 0)}
+
+    assert jobs.claim(first_a, REPLICA, False)["run"] is True     # A's line moves up; B's does not move
+    assert service_view.ranks([second_a, third_a, only_b, first_a]) == {second_a: 0, third_a: 1, only_b: 0,
+                                                                        first_a: None}
+
+
+@pytest.mark.parametrize("jobs_config", ["fcfs"], indirect=True)
+def test_jobs_service_without_checkpoint_scheduling_keeps_one_line(jobs, service_view):
+    [a] = jobs.create(make_spec(checkpoint=A), 1)
+    [b] = jobs.create(make_spec(checkpoint=B), 1)
+    assert service_view.places([a, b]) == {a: (SHARED_LINE, 0), b: (SHARED_LINE, 1)}

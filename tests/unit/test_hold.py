@@ -46,8 +46,12 @@ def test_a_status_event_is_one_frame_with_the_version_as_its_id():
 
 
 def test_a_change_message_is_parsed():
-    assert parse_change(b'{"id":"j","v":"2000000000000","owner":"","line_moved":true}') == {
-        "id": "j", "v": 2_000_000_000_000, "owner": "", "line_moved": True}
+    assert parse_change(b'{"id":"j","v":"2000000000000","owner":"","line_moved":true,"lines":["A/x.safetensors"]}') == {
+        "id": "j", "v": 2_000_000_000_000, "owner": "", "line_moved": True, "lines": ["A/x.safetensors"]}
+    # nothing moved: no line to wake (the script leaves "lines" out, as cjson would write an empty list as {})
+    assert parse_change('{"id":"j","v":"1","owner":"bob","line_moved":false}')["lines"] == []
+    # from a writer before per-checkpoint lines: a line moved, which one is not said (None: every line)
+    assert parse_change(b'{"id":"j","v":"1","owner":"","line_moved":true}')["lines"] is None
 
 
 def test_a_listener_hands_over_each_change_once_and_filters_by_preset():

@@ -14,8 +14,8 @@ from psycopg_pool import PoolTimeout
 
 from shared.errors import NotFound
 from services.gateway.stores.rpc import ServiceUnavailable
-from tests.fakes import AUTH, JOB_ID, REPLICAS, FakeProbes, FakeRpc
-from tests.helpers import app_client, gateway_settings, metric_value
+from tests.fakes import AUTH, JOB_ID, JOBS_METRICS, REPLICAS, FakeProbes, FakeRpc
+from tests.helpers import app_client, gateway_settings, metric_samples, metric_value
 
 
 def make_client(tmp_path, probes=None, rpc=None, env=None):
@@ -238,6 +238,61 @@ def test_metrics_expose_jobs_by_status_queue_depth_durations_and_replicas(tmp_pa
     types = {family.name: family.type for family in text_string_to_metric_families(text)}
     assert types[wait] == types[gen] == types["gaze_http_request_duration_seconds"] == "histogram"
     assert types["gaze_jobs"] == types["gaze_generator_replicas"] == "gauge"
+
+
+# jobs.metrics() with checkpoint-aware scheduling: the lines (per checkpoint), the total backlog, and each
+# replica's model, line and loads; one checkpoint name needs escaping in the exposition
+ODD_CHECKPOINT = 'Rare/"odd"\\name\n.safetensors'
+SDXL = "SDXL/sd_xl_base_1.0.safetensors"
+SCHEDULING_METRICS = {
+    **JOBS_METRICS,
+    "lines": [{"checkpoint": ODD_CHECKPOINT, "waiting": 3, "oldest_wait_seconds": 41.5},
+              {"checkpoint": SDXL, "waiting": 9, "oldest_wait_seconds": 2.0}],
+    "backlog": 12,
+    "replicas": [
+        {**REPLICAS[0], "loaded_checkpoint": SDXL, "resident_checkpoints": None,
+         "serving": ODD_CHECKPOINT, "loads": 4, "load_seconds_total": 12.5, "mean_load_seconds": 3.0,
+         "mean_job_seconds": 0.5},
+        {**REPLICAS[1], "loaded_checkpoint": None, "serving": None, "loads": 0, "load_seconds_total": 0.0},
+        # stale: left out
+        {**REPLICAS[2], "loaded_checkpoint": SDXL, "serving": SDXL, "loads": 99, "load_seconds_total": 300.0},
+    ],
+}
+
+
+def test_metrics_expose_the_backlog_per_checkpoint_and_each_replicas_model_and_loads(tmp_path):
+    client, _ = make_client(tmp_path, probes=FakeProbes(answers={("jobs", "metrics"): SCHEDULING_METRICS}))
+    text = client.simulate_get("/metrics").text
+    odd = ODD_CHECKPOINT
+    assert metric_value(text, "gaze_backlog_jobs") == 12
+    assert metric_value(text, "gaze_checkpoint_backlog_jobs", checkpoint=odd) == 3
+    assert metric_value(text, "gaze_checkpoint_backlog_jobs", checkpoint=SDXL) == 9
+    assert metric_value(text, "gaze_checkpoint_oldest_wait_seconds", checkpoint=odd) == 41.5
+    assert metric_value(text, "gaze_replica_checkpoint_loads_total", replica="node-generator-0") == 4
+    assert metric_value(text, "gaze_replica_checkpoint_loads_total", replica="node-generator-1") == 0
+    assert metric_value(text, "gaze_replica_checkpoint_load_seconds_total", replica="node-generator-0") == 12.5
+    assert metric_value(text, "gaze_replica_checkpoint_loads_total", replica="old-node-generator-0") is None
+    held = {labels: value for (name, labels), value in metric_samples(text).items()
+            if name == "gaze_replica_checkpoint"}
+    assert held == {frozenset({"replica": "node-generator-0", "checkpoint": SDXL, "role": "loaded"}.items()): 1,
+                    frozenset({"replica": "node-generator-0", "checkpoint": odd, "role": "serving"}.items()): 1}
+    # escaped as the exposition format wants (the parser above read it back whole)
+    assert 'checkpoint="Rare/\\"odd\\"\\\\name\\n.safetensors"' in text
+    types = {family.name: family.type for family in text_string_to_metric_families(text)}
+    assert types["gaze_backlog_jobs"] == types["gaze_checkpoint_backlog_jobs"] == "gauge"
+    assert types["gaze_replica_checkpoint_loads"] == types["gaze_replica_checkpoint_load_seconds"] == "counter"
+    backlog = next(family for family in text_string_to_metric_families(text) if family.name == "gaze_backlog_jobs")
+    assert "autoscale" in backlog.documentation
+
+
+def test_metrics_of_a_jobs_service_from_before_scheduling_leave_the_new_series_out(tmp_path):
+    client, _ = make_client(tmp_path)   # JOBS_METRICS: no lines, no backlog, replicas without checkpoints
+    text = client.simulate_get("/metrics").text
+    assert metric_value(text, "gaze_jobs", status="pending") == 4
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert not families & {"gaze_backlog_jobs", "gaze_checkpoint_backlog_jobs", "gaze_checkpoint_oldest_wait_seconds"}
+    assert metric_value(text, "gaze_replica_checkpoint_loads_total", replica="node-generator-0") == 0
+    assert "gaze_replica_checkpoint{" not in text
 
 
 def test_metrics_ask_the_jobs_service_and_the_broker_once_per_interval_however_often_scraped(tmp_path):

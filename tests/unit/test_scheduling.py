@@ -49,8 +49,18 @@ def test_a_replica_is_only_sent_to_checkpoints_it_can_load():
     decision = choose(replica("r0", can_load={"a"}), [], [Line("b", 100, 50.0), Line("a", 1, 0.0)])
     assert decision.serve == "a"
     assert choose(replica("r0", can_load={"a"}), [], [Line("b", 100, 50.0)]).serve is None
-    rescue = choose(replica("r0", "a", can_load={"a"}), [replica("r1", "a")], [Line("b", 1, MAX_WAIT)])
-    assert rescue.serve == "a"
+    rescue = choose(replica("r0", "a", can_load={"a"}), [replica("r1", "a", can_load={"a", "b"})],
+                    [Line("b", 1, MAX_WAIT)])
+    assert rescue.serve == "a"     # r1 can take b
+
+
+def test_a_line_no_replica_can_load_is_still_rescued_so_that_its_jobs_end():
+    # its jobs fail on the replica with a readable reason instead of waiting for ever
+    lines = [Line("missing", 2, 0.5)]      # at once: waiting would not help
+    decision = choose(replica("r0", "a", can_load={"a"}), [replica("r1", "a", can_load={"a"})], lines)
+    assert (decision.serve, decision.reason) == ("missing", "rescue")
+    assert choose(replica("r0", "a", can_load={"a"}), [replica("r1", "b", can_load={"missing"})],
+                  [Line("missing", 2, 0.5)]).serve == "a"      # r1 can load it: an ordinary line
 
 
 # ---- fairness

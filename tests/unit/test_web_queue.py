@@ -13,9 +13,31 @@ from tests.helpers import admin_get, app_client, gateway_settings
 HTML = {"Accept": "text/html"}
 
 
+# jobs.metrics() as the queue page reads it (its lines and replicas): two checkpoints waiting, one with a
+# name that is markup; a replica holding one checkpoint and serving another, one never loaded, one stale
+FARM = {
+    "jobs_by_status": {"pending": 7}, "durations": {}, "backlog": 7,
+    "lines": [{"checkpoint": "SDXL/sd_xl_base_1.0.safetensors", "waiting": 2, "oldest_wait_seconds": 4.25},
+              {"checkpoint": "<b>Rare</b>/x&y.safetensors", "waiting": 5, "oldest_wait_seconds": 75.0}],
+    "replicas": [
+        {"replica": "gpu-b", "backend": "simulated", "healthy": True, "detail": "ok", "age_seconds": 2.0,
+         "state": "busy", "worker_pid": 12, "restarts": 0, "loaded_checkpoint": "Illustrious/model.safetensors",
+         "resident_checkpoints": ["Illustrious/model.safetensors", "<i>Old</i>.safetensors"],
+         "serving": "<b>Rare</b>/x&y.safetensors", "loads": 3, "load_seconds_total": 9.5, "mean_load_seconds": 3.1,
+         "mean_job_seconds": 0.5},
+        {"replica": "gpu-a", "backend": "simulated", "healthy": False, "detail": "backend <down>", "age_seconds": 1.0,
+         "state": "idle", "worker_pid": 11, "restarts": 1, "loaded_checkpoint": None, "resident_checkpoints": None,
+         "serving": None, "loads": 0, "load_seconds_total": 0.0, "mean_load_seconds": None, "mean_job_seconds": None},
+        {"replica": "gone", "backend": "simulated", "healthy": True, "detail": "ok", "age_seconds": 86400.0,
+         "state": "idle", "worker_pid": 9, "restarts": 0, "loaded_checkpoint": "SDXL/sd_xl_base_1.0.safetensors",
+         "serving": None, "loads": 40, "load_seconds_total": 120.0},
+    ],
+}
+
+
 @pytest.fixture
 def rpc():
-    return FakeRpc(jobs=())
+    return FakeRpc(jobs=(), results={("jobs", "metrics"): FARM})
 
 
 @pytest.fixture
@@ -67,7 +89,7 @@ def test_queue_page_lists_the_recent_jobs(client, rpc):
     rpc.jobs = {job["id"]: job for job in JOBS}   # newest first, as jobs.list answers
     result = admin_get(client, "/queue")
     assert result.status_code == 200
-    assert rpc.calls == [("jobs", "list", (100, None))]
+    assert rpc.called("jobs", "list") == [(100, None)]
     text = result.text
     for job in JOBS:
         r = row(text, job["id"])
@@ -146,7 +168,7 @@ def test_the_status_filter_is_asked_of_the_jobs_service(client, rpc, status):
     rpc.jobs = {job["id"]: job for job in JOBS}
     result = admin_get(client, "/queue", query_string=f"status={status}")
     assert result.status_code == 200
-    assert rpc.calls == [("jobs", "list", (100, status))]
+    assert rpc.called("jobs", "list") == [(100, status)]
     shown = re.findall(r'<tr class="job-row" data-job-id="[^"]+" data-status="(\w+)"', result.text)
     assert shown == [job["status"] for job in JOBS if job["status"] == status]
     assert re.search(rf'<a href="/queue\?status={status}" data-filter="{status}" aria-current="page">', result.text)
@@ -157,7 +179,7 @@ def test_all_and_no_filter_are_the_same(client, rpc):
     for query in ("", "status=all", "status="):
         rpc.calls.clear()
         result = admin_get(client, "/queue", query_string=query)
-        assert result.status_code == 200 and rpc.calls == [("jobs", "list", (100, None))]
+        assert result.status_code == 200 and rpc.called("jobs", "list") == [(100, None)]
         assert '<a href="/queue" data-filter="all" aria-current="page">' in result.text
 
 
@@ -169,7 +191,7 @@ def test_an_unknown_status_is_a_400_page_that_shows_every_job(client, rpc, statu
     assert result.headers["content-type"].startswith("text/html")
     assert "There is no job status" in result.text and "showing every status" in result.text
     assert "<script>" not in result.text.split("<body>")[1]
-    assert rpc.calls == [("jobs", "list", (100, None))]
+    assert rpc.called("jobs", "list") == [(100, None)]
     assert len(re.findall(r'<tr class="job-row" data-job-id="[^"]', result.text)) == len(JOBS)
 
 
@@ -206,3 +228,67 @@ def test_batches_are_shown_newest_first_each_in_the_order_it_was_made(client, rp
     assert shown == expected
     # the live poll answers in the same order, so new rows keep it
     assert [j["id"] for j in admin_get(client, "/ui/jobs", query_string="recent=50").json["jobs"]] == expected
+
+
+# --- the farm: jobs waiting per checkpoint, and each replica's model, line and loads ---------------------
+
+def farm_rows(text, kind):
+    """{name: the row's HTML} of the farm's checkpoint or replica table."""
+    return {html.unescape(name): row for row, name in re.findall(
+        rf'(<tr class="{kind}-row" data-{kind}="([^"]*)">.*?</tr>)', text, re.S)}
+
+
+def test_the_queue_page_shows_the_backlog_of_each_checkpoint_escaped(client, rpc):
+    text = admin_get(client, "/queue").text
+    assert rpc.called("jobs", "metrics") == [()]
+    farm = text.split('<section class="farm" id="farm"')[1].split("</section>")[0]
+    assert '<span class="farm-backlog-count">7</span> jobs waiting for a generator' in farm
+    lines = farm_rows(farm, "checkpoint")
+    # longest wait first; a checkpoint name is text, never markup
+    assert list(lines) == ["<b>Rare</b>/x&y.safetensors", "SDXL/sd_xl_base_1.0.safetensors"]
+    rare = lines["<b>Rare</b>/x&y.safetensors"]
+    assert '<code class="checkpoint-name">&lt;b&gt;Rare&lt;/b&gt;/x&amp;y.safetensors</code>' in rare
+    assert '<td data-label="Waiting" class="farm-number checkpoint-waiting">5</td>' in rare
+    assert '<td data-label="Oldest wait" class="farm-number checkpoint-oldest">1 min 15 s</td>' in rare
+    assert ">4.2 s</td>" in lines["SDXL/sd_xl_base_1.0.safetensors"]
+    assert "<b>" not in farm and "<i>" not in farm
+
+
+def test_the_queue_page_shows_each_replicas_model_line_and_loads(client, rpc):
+    text = admin_get(client, "/queue").text
+    replicas = farm_rows(text, "replica")
+    assert list(replicas) == ["gpu-a", "gpu-b"], "by name; the stale one is left out"
+    busy = replicas["gpu-b"]
+    assert re.search(r'class="replica-loaded"><code class="checkpoint-name">Illustrious/model.safetensors</code>', busy)
+    assert "also in memory: <code class=\"checkpoint-name\">&lt;i&gt;Old&lt;/i&gt;.safetensors</code>" in busy
+    assert ('class="replica-serving"><code class="checkpoint-name">&lt;b&gt;Rare&lt;/b&gt;/x&amp;y.safetensors</code>'
+            in busy)
+    assert '<td data-label="Loads" class="farm-number replica-loads">3</td>' in busy
+    assert ">9.5 s <span class=\"muted\">(recently 3.1 s each)</span></td>" in busy
+    idle = replicas["gpu-a"]
+    assert '<span class="muted">none</span>' in idle and "shared line only" in idle
+    assert '<span class="replica-detail">backend &lt;down&gt;</span>' in idle
+    assert '<td data-label="Loads" class="farm-number replica-loads">0</td>' in idle and "recently" not in idle
+    assert "1 more not heard from within 1 min 30 s." in text
+
+
+def test_the_farm_alone_is_what_queue_js_refreshes(client, rpc):
+    result = admin_get(client, "/queue", query_string="part=farm")
+    assert result.status_code == 200 and result.headers["content-type"].startswith("text/html")
+    assert result.text.lstrip().startswith('<section class="farm" id="farm"')
+    assert set(farm_rows(result.text, "replica")) == {"gpu-a", "gpu-b"}
+    assert rpc.called("jobs", "list") == [], "no job list for the farm alone"
+    assert "/queue?part=farm" in client.simulate_get("/assets/queue.js").text
+
+
+def test_a_jobs_service_without_lines_still_shows_the_page(client, rpc):
+    """Before checkpoint-aware scheduling jobs.metrics() had no lines, backlog nor replica checkpoints."""
+    rpc.results[("jobs", "metrics")] = {"jobs_by_status": {}, "durations": {}, "replicas": [
+        {"replica": "old", "backend": "preview", "healthy": True, "detail": "ok", "age_seconds": 1.0, "state": "idle",
+         "worker_pid": 1, "restarts": 0}]}
+    result = admin_get(client, "/queue")
+    assert result.status_code == 200
+    assert '<span class="farm-backlog-count">0</span> jobs waiting' in result.text
+    assert farm_rows(result.text, "checkpoint") == {}
+    old = farm_rows(result.text, "replica")["old"]
+    assert '<td data-label="Loads" class="farm-number replica-loads">0</td>' in old and "shared line only" in old

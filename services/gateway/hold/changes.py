@@ -1,12 +1,13 @@
 """One Redis subscription per gateway worker, fanned out to the requests that wait on jobs.
 
 The job read model announces every write it lands on one channel (shared/contracts/jobs/view.py,
-`changes_channel`: job id, version, owner, whether the waiting line moved). A `Listener` says which jobs
+`changes_channel`: job id, version, owner, which waiting lines moved). A `Listener` says which jobs
 (and whose jobs) a request waits on; for each announced change the hub reads the job's document once
 (one Redis round trip, however many requests wait on it) and hands it to every interested listener.
-When the waiting line moved, the queue positions of the waiting jobs someone listens to are re-read in
-one round trip. If the subscription breaks, the hub reconnects and re-reads every job it listens to, so a
-change made meanwhile is not lost (a key's stream may miss jobs created while Redis was away).
+When a waiting line moved, the queue positions of the waiting jobs someone listens to in that line (or
+whose line the hub has not learnt yet) are re-read in one round trip. If the subscription breaks, the
+hub reconnects and re-reads every job it listens to, so a change made meanwhile is not lost (a key's
+stream may miss jobs created while Redis was away).
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class JobChanges:
         self.by_job: dict[str, set[Listener]] = defaultdict(set)
         self.by_owner: dict[str, set[Listener]] = defaultdict(set)
         self.waiting: dict[str, tuple[dict, str]] = {}   # listened-to jobs that wait in line: (doc, owner)
+        self.line_of: dict[str, str] = {}   # the line of each waiting job, once a re-read of places told it
         self.subscribed = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -152,20 +154,26 @@ class JobChanges:
             for doc in await self.read([job_id]):
                 self._hand_over(doc, owner, listeners)
         if change["line_moved"]:
-            await self._line_moved(skip=job_id)
+            self.line_of.pop(job_id, None)   # it joined or left a line (it may be another one now)
+            await self._line_moved(change["lines"], skip=job_id)
 
-    async def _line_moved(self, skip: str) -> None:
-        """The waiting line changed: re-read the place of every listened-to job that waits."""
-        ids = [job_id for job_id in self.waiting if job_id != skip]
+    async def _line_moved(self, lines, skip: str) -> None:
+        """Waiting lines changed (`lines`: their names; None: not said): re-read the place of every
+        listened-to job that waits in one of them, or in a line not learnt yet."""
+        ids = [job_id for job_id in self.waiting if job_id != skip
+               and (lines is None or job_id not in self.line_of or self.line_of[job_id] in lines)]
         if not ids:
             return
-        ranks = await asyncio.to_thread(self.jobs.view.ranks, ids)
+        places = await asyncio.to_thread(self.jobs.view.places, ids)
         for job_id in ids:
-            if job_id not in self.waiting or job_id not in ranks:
+            if job_id not in self.waiting or job_id not in places:
                 continue
+            line, rank = places[job_id]
+            if line is not None:
+                self.line_of[job_id] = line
             doc, owner = self.waiting[job_id]
             listeners = self.by_job.get(job_id, set()) | self.by_owner.get(owner, set())
-            moved = {**doc, "queue_position": queue_position(doc, ranks[job_id])}
+            moved = {**doc, "queue_position": queue_position(doc, rank)}
             self._hand_over(moved, owner, listeners)   # no listener left: forgotten
 
     def _hand_over(self, doc: dict, owner: str, listeners) -> None:
@@ -173,6 +181,7 @@ class JobChanges:
             self.waiting[doc["id"]] = (doc, owner)
         else:
             self.waiting.pop(doc["id"], None)
+            self.line_of.pop(doc["id"], None)
         for listener in listeners:
             listener.offer(doc)
 

@@ -10,8 +10,9 @@ Two kinds of metric, kept apart on purpose:
   PROMETHEUS_MULTIPROC_DIR (set and emptied by gunicorn_conf.py) and a scrape sums the files of all
   workers, dead ones included, so counters stay right across workers and worker restarts.
 * Collected at scrape time, by `DependencyCollector`, from the source of truth: jobs by status, the
-  job duration histograms and the generator replicas come from one `jobs.metrics()` RPC, the work queue
-  depth from a passive queue_declare on the broker. Both are bounded by the probe timeout; when one
+  job duration histograms, the backlog (in total and per checkpoint) and the generator replicas (their
+  workers, model loads and lines) come from one `jobs.metrics()` RPC, the shared work queue's depth from a
+  passive queue_declare on the broker. Both are bounded by the probe timeout; when one
   fails the scrape still answers and `gaze_scrape_source_up{source=...}` says 0.
 """
 from __future__ import annotations
@@ -128,8 +129,9 @@ class DependencyCollector:
             depth = outcomes["broker"].value
             queue = events.WORK_QUEUE.name
             ready = GaugeMetricFamily("gaze_queue_messages_ready",
-                                      "Work orders waiting in the queue (not yet handed to a generator)",
-                                      labels=["queue"])
+                                      "Work orders waiting in the shared work queue (not yet handed to a generator);"
+                                      " with checkpoint-aware scheduling jobs wait in their checkpoint's queue"
+                                      " instead: gaze_backlog_jobs counts every line", labels=["queue"])
             ready.add_metric([queue], depth["messages"])
             yield ready
             consumers = GaugeMetricFamily("gaze_queue_consumers", "Consumers of the queue (generator replicas)",
@@ -173,6 +175,53 @@ class DependencyCollector:
         for replica in fresh:
             restarts.add_metric([replica["replica"]], replica.get("restarts") or 0)
         yield restarts
+        yield from self._scheduling(data, fresh)
+
+    def _scheduling(self, data, fresh):
+        """Checkpoint-aware scheduling: what waits in which line, and what the replicas hold, serve and load.
+        A jobs service from before it answers without these keys: their metrics are left out, not zero."""
+        if data.get("backlog") is not None:
+            backlog = GaugeMetricFamily(
+                "gaze_backlog_jobs",
+                "Jobs waiting for a generator (pending, not reserved by a replica) over every line, however"
+                " many checkpoint queues there are: the metric to autoscale generator replicas on")
+            backlog.add_metric([], data["backlog"])
+            yield backlog
+        lines = data.get("lines")
+        if lines is not None:
+            waiting = GaugeMetricFamily("gaze_checkpoint_backlog_jobs",
+                                        "Jobs waiting for a generator, by the checkpoint they need (their line)",
+                                        labels=["checkpoint"])
+            oldest = GaugeMetricFamily("gaze_checkpoint_oldest_wait_seconds",
+                                       "How long the longest-waiting job of each checkpoint's line has waited",
+                                       labels=["checkpoint"])
+            for line in lines:
+                waiting.add_metric([line["checkpoint"]], line.get("waiting") or 0)
+                oldest.add_metric([line["checkpoint"]], line.get("oldest_wait_seconds") or 0.0)
+            yield waiting
+            yield oldest
+        loads = CounterMetricFamily(
+            "gaze_replica_checkpoint_loads",
+            f"Checkpoint loads (its worker changed the model it holds) by each replica heard from within"
+            f" {self.stale_after:g} s, since the replica started", labels=["replica"])
+        load_seconds = CounterMetricFamily(
+            "gaze_replica_checkpoint_load_seconds",
+            "Seconds the replica's worker spent loading checkpoints, since the replica started", labels=["replica"])
+        holds = GaugeMetricFamily(
+            "gaze_replica_checkpoint",
+            "1 for the checkpoint each replica's worker has loaded (role=loaded) and the checkpoint whose"
+            " line it takes work from (role=serving); none while it holds or serves none",
+            labels=["replica", "checkpoint", "role"])
+        for replica in fresh:
+            loads.add_metric([replica["replica"]], replica.get("loads") or 0)
+            load_seconds.add_metric([replica["replica"]], replica.get("load_seconds_total") or 0.0)
+            for role, key in (("loaded", "loaded_checkpoint"), ("serving", "serving")):
+                checkpoint = replica.get(key)
+                if checkpoint:
+                    holds.add_metric([replica["replica"], checkpoint, role], 1)
+        yield loads
+        yield load_seconds
+        yield holds
 
 
 class GatewayMetrics:

@@ -2,7 +2,9 @@
 
 The read model (shared/contracts/jobs/view.py) answers almost every poll without touching the broker. A miss goes
 to the jobs service over RPC (which raises NotFound for an unknown id: never a made-up "pending") and
-the answer is written back, versioned, so the next poll is a hit and nothing older can replace it.
+the answer is written back, versioned, so the next poll is a hit and nothing older can replace it. A
+pending job's queue_position is its place in its own line (its checkpoint's, with checkpoint-aware
+scheduling), read with the document in the same round trip.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ class JobLookup:
         doc, rank = self.view.lookup(job_id)
         if doc is None:
             doc = self.jobs_service.get(job_id)
-            self.view.put(doc)
+            self.view.put(doc)   # no line: the gateway does not know it; the lines stay as the jobs service wrote them
             rank = self.view.ranks([job_id]).get(job_id)
         return {**doc, "queue_position": queue_position(doc, rank)}
 

@@ -34,7 +34,7 @@ def mount(app, settings, rpc, keys, admin, jobs, presets) -> None:
     app.add_route("/presets/{slug}/delete", PresetDeleteResource(rpc))
     app.add_static_route(ASSETS_PREFIX, str(STATIC))
     app.add_route("/thumbs/{size:int}/{relative_path:path}", ThumbnailResource.from_settings(settings))
-    app.add_route("/queue", QueueResource(rpc))
+    app.add_route("/queue", QueueResource(rpc, settings))
     app.add_route("/settings", SettingsResource(keys, settings, rpc))
     app.add_route("/settings/api-guide", ApiGuideResource())
     app.add_route("/settings/api-keys", ApiKeysResource(keys, settings, rpc))

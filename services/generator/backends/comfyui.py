@@ -2,9 +2,10 @@
 
 Its parts, each a module of its own: the workflow template and its mapping (comfyui_workflow.py); the
 connection to the server: HTTP, the websocket, /history, /queue and the cancel of one prompt
-(comfyui_transport.py); following one prompt's events to its end (comfyui_prompt.py); reading the finished
-prompt's picture (comfyui_result.py); and every sentence a user reads (comfyui_messages.py). Here: the
-backend, and one job (`_Run`), which submits, follows, resubmits a lost prompt and fetches the picture.
+(comfyui_transport.py); following one prompt's events to its end (comfyui_prompt.py); whether ComfyUI loaded
+the job's checkpoint for it (comfyui_loads.py); reading the finished prompt's picture (comfyui_result.py); and
+every sentence a user reads (comfyui_messages.py). Here: the backend, and one job (`_Run`), which submits,
+follows, resubmits a lost prompt and fetches the picture.
 
 A job fills a workflow template in ComfyUI's API format (what "Save (API format)" exports) with the spec's
 values, at the node inputs its mapping file names (`<template>.mapping.json` next to `<template>.json`),
@@ -34,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ from services.generator.backends.comfyui_messages import (
     health_nodes_unlisted, health_status, health_unreachable, health_unreadable, healthy, image_not_fetched,
     missing_nodes, prompt_refused, reason, shorten, unreachable, validation_message,
 )
+from services.generator.backends.comfyui_loads import CACHED
 from services.generator.backends.comfyui_prompt import JobClock, Prompt, PromptLost
 from services.generator.backends.comfyui_result import pick_image, read_image, view_params
 from services.generator.backends.comfyui_transport import (
@@ -97,6 +100,12 @@ class ComfyUIBackend:
         self.timeout_seconds = float(timeout_seconds)
         self.retry_seconds = float(retry_seconds)
         self.poll_seconds = max(0.01, float(poll_seconds))
+        self.loader_nodes = self.workflow.checkpoint_nodes()
+        # the checkpoint the last of our prompts that ComfyUI ran used, and that prompt's queue number (jobs
+        # run on threads of their own, and may learn their ends out of ComfyUI's order): only for the log,
+        # beside what ComfyUI says it did (whether a load happened is ComfyUI's word alone, comfyui_loads.py)
+        self._last_used = (-1, None)
+        self._last_used_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings, comfyui: ComfyUISettings) -> "ComfyUIBackend":
@@ -108,6 +117,25 @@ class ComfyUIBackend:
     @property
     def ws_url(self) -> str:
         return websocket_url(self.url)
+
+    @property
+    def loaded_checkpoint(self) -> str | None:
+        """The checkpoint the last of our prompts ComfyUI ran used (None before the first): what this worker
+        believes ComfyUI holds. Another client's prompt may have changed it since."""
+        return self._last_used[1]
+
+    def _prompt_used(self, prompt: Prompt, checkpoint: str):
+        """`prompt` went past its loader (loaded or cached): remember its checkpoint, unless a later prompt of
+        ours already told its own. A cache hit where this worker believed ComfyUI held another checkpoint
+        means another client's prompt (or this worker's predecessor) loaded it: worth a line in the log."""
+        number = prompt.number if isinstance(prompt.number, int) else -1
+        with self._last_used_lock:
+            before = self._last_used[1]
+            if number >= self._last_used[0]:
+                self._last_used = (number, checkpoint)
+        if prompt.loads.outcome == CACHED and before != checkpoint:
+            log.info("prompt %s: ComfyUI already held checkpoint %s (the last prompt of this worker used %s): "
+                     "no load", prompt.id, checkpoint, before or "none")
 
     def generate(self, spec, job=None) -> GeneratedImage:
         if spec.seed is None:   # the jobs service always sets one; a direct caller might not
@@ -190,7 +218,8 @@ class _Run:
     def run(self) -> GeneratedImage:
         try:
             for submission in range(1, MAX_SUBMISSIONS + 1):
-                self.prompt = Prompt(self.server, self.job, self.clock, poll_seconds=self.backend.poll_seconds)
+                self.prompt = Prompt(self.server, self.job, self.clock, poll_seconds=self.backend.poll_seconds,
+                                     loader_nodes=self.backend.loader_nodes, checkpoint=self.spec.checkpoint)
                 self._submit(self.prompt)
                 try:
                     entry = self.prompt.follow()
@@ -207,6 +236,8 @@ class _Run:
                 log.warning("prompt %s: abandoned, %s", prompt.id, outcome)
             raise
         finally:
+            if self.prompt is not None and self.prompt.loads.outcome is not None:
+                self.backend._prompt_used(self.prompt, self.spec.checkpoint)
             self.server.close()
 
     def _submit(self, prompt: Prompt):
@@ -254,8 +285,10 @@ class _Run:
             answer = {}
         answer = answer if isinstance(answer, dict) else {}
         if str(answer.get("prompt_id") or prompt.id) != prompt.id:
-            prompt.id = str(answer["prompt_id"])
+            prompt.id = prompt.loads.prompt_id = str(answer["prompt_id"])
             self.job.submitted(prompt.id)
+        if isinstance(answer.get("number"), int):
+            prompt.number = answer["number"]
         if answer.get("node_errors"):
             log.warning("prompt %s: ComfyUI accepted it with node errors: %s", prompt.id,
                         shorten(json.dumps(answer["node_errors"]), 500))

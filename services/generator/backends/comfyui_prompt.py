@@ -16,6 +16,7 @@ from services.generator.backends.base import BackendError, JobCancelled
 from services.generator.backends.comfyui_messages import (
     cancelled, done_without_history, execution_error_message, interrupted_message, prompt_lost, timed_out,
 )
+from services.generator.backends.comfyui_loads import LoadWatch
 from services.generator.backends.comfyui_result import history_failure
 from services.generator.backends.comfyui_transport import Unreachable
 
@@ -47,17 +48,20 @@ class JobClock:
 class Prompt:
     """One submission of the job's workflow to `server` (a Connection), followed to its end. The job sets
     `submitted` once the server may hold it; `settled` says it has ended there (or is known gone), so that
-    there is nothing left to cancel."""
+    there is nothing left to cancel. `loads` tells whether ComfyUI loaded `checkpoint` for it (its
+    `loader_nodes`, comfyui_loads.py)."""
 
-    def __init__(self, server, job, clock: JobClock, *, poll_seconds: float):
+    def __init__(self, server, job, clock: JobClock, *, poll_seconds: float, loader_nodes=(), checkpoint=""):
         self.server = server
         self.job = job              # the JobContext
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.id = str(uuid.uuid4())
+        self.number = None          # its place in ComfyUI's queue (POST /prompt's answer): ComfyUI runs them in order
         self.submitted = False
         self.settled = False
         self.outputs = {}           # from `executed` events, should /history lose the entry
+        self.loads = LoadWatch(loader_nodes, checkpoint, job, self.id)
 
     def follow(self) -> dict:
         """Until the prompt ends: its history entry on success; BackendError on failure or timeout,
@@ -87,6 +91,7 @@ class Prompt:
             if entry is not None:
                 self._started()
                 self._drain()
+                self.loads.history(entry, self.clock.started)
                 return self._settle(entry)
             misses = misses + 1 if self._lost() else 0
             if misses >= 2:
@@ -112,6 +117,8 @@ class Prompt:
         if data.get("prompt_id") not in (None, self.id):
             return None     # our socket only gets our prompt's events, but be sure
         self.job.alive()
+        if data.get("prompt_id") == self.id:    # what ComfyUI did for this prompt, and no other
+            self.loads.event(kind, data)
         if kind == "execution_start":
             self._started()
         elif kind == "progress":

@@ -115,6 +115,10 @@ class Workflow:
         node_id, input_name = pairs[0]
         return self.graph[node_id]["class_type"], input_name
 
+    def checkpoint_nodes(self) -> frozenset[str]:
+        """The nodes the checkpoint goes to (its loaders): ComfyUI loads the checkpoint where it executes one."""
+        return frozenset(node_id for node_id, _ in self.mapping.get("checkpoint", ()))
+
     def class_types(self) -> list[str]:
         return sorted({node["class_type"] for node in self.graph.values()})
 

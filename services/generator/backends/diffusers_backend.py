@@ -18,9 +18,12 @@ SDXL and its fine-tunes such as Illustrious). When that directory is missing, th
 the directory on a machine with network access; copy it to the GPU node.
 
 The loaded pipeline stays in memory between jobs: one at a time, replaced when a job asks for another
-checkpoint. `generate` runs in the replica's worker process (services/generator/worker.py), a plain
-interpreter without eventlet; a lock keeps two jobs from sharing the pipeline at once. Each sampling step
-reports progress (the worker's sign of life) and stops the job when the replica cancelled it.
+checkpoint. Each replacement is a switch reported to the replica (`job.model_loaded`, with the seconds it
+took, freeing the old pipeline included), and the scheduler routes jobs by it; a job that finds its
+checkpoint loaded reports nothing. `generate` runs in the replica's worker process
+(services/generator/worker.py), a plain interpreter without eventlet; a lock keeps two jobs from sharing
+the pipeline at once. Each sampling step reports progress (the worker's sign of life) and stops the job
+when the replica cancelled it.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -129,7 +133,7 @@ class DiffusersBackend:
         self._loaded_key = None   # (relative path, size, mtime) of the pipeline in memory
         self._pipe = None
         self._base_scheduler_config = None
-        self.loads = 0            # how many checkpoints were loaded (the tests read it)
+        self.loads = 0            # how many checkpoints were loaded: one per job.model_loaded
 
     @classmethod
     def from_settings(cls, settings, diffusers: DiffusersSettings):
@@ -207,7 +211,7 @@ class DiffusersBackend:
         scheduler_class, overrides = self._sampler(spec.sampler)   # refuse an unknown sampler before loading
         torch = _torch()
         with self._lock:
-            pipe = self._pipeline(spec.checkpoint, path)
+            pipe = self._pipeline(spec.checkpoint, path, job)
             pipe.scheduler = self._scheduler(scheduler_class, overrides, spec.sampler)
             try:
                 image = self._run(pipe, spec, job)
@@ -237,11 +241,18 @@ class DiffusersBackend:
                                f"checkpoint {checkpoint!r} not found in the models directory {self.models_dir}")
         return path
 
-    def _pipeline(self, checkpoint, path):
+    @property
+    def resident(self) -> list[str]:
+        """The checkpoints whose pipelines this backend keeps in memory now (at most one)."""
+        return [self._loaded_key[0]] if self._loaded_key else []
+
+    def _pipeline(self, checkpoint, path, job):
         stat = path.stat()
         key = (checkpoint, stat.st_size, stat.st_mtime_ns)
         if self._pipe is not None and self._loaded_key == key:
             return self._pipe
+        # the switch's cost is freeing the old pipeline as well as loading the new one: both are timed
+        started = time.perf_counter()
         # one pipeline at a time: free the old one before loading the next
         self._pipe, self._loaded_key, self._base_scheduler_config = None, None, None
         self._free_cuda()
@@ -257,10 +268,18 @@ class DiffusersBackend:
                                f"could not load checkpoint {checkpoint!r}: {type(exc).__name__}: {exc}") from exc
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
+        self._synchronize()   # CUDA copies may still be in flight: the seconds are the load's, not its launch's
         self._pipe, self._loaded_key = pipe, key
         self._base_scheduler_config = dict(pipe.scheduler.config)
         self.loads += 1
+        job.model_loaded(checkpoint, time.perf_counter() - started, self.resident)
         return pipe
+
+    def _synchronize(self):
+        device = self.device
+        torch = sys.modules.get("torch")
+        if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.synchronize(device)
 
     def _free_cuda(self):
         gc.collect()

@@ -3,12 +3,14 @@
 // page's status filter) every 2 s, inserts rows for jobs it has not seen, and refreshes the rest from the
 // same answer (attempts, replica and the finished image, which watchJobs does not touch). The server
 // answers in the page's order (newest batch first, a batch's jobs in the order they were made), which
-// the new rows keep. Loaded by queue.html only, after
-// gaze.js, whose TERMINAL (the job states that end a job) it uses.
+// the new rows keep. Every 5 s it also replaces the farm section (jobs waiting per checkpoint, the
+// generator replicas' models and loads) with the server's current one (/queue?part=farm, HTML the server
+// escaped). Loaded by queue.html only, after gaze.js, whose TERMINAL (the job states that end a job) it uses.
 "use strict";
 
 (() => {
   const POLL_MS = 2000;
+  const FARM_POLL_MS = 5000;
   const THUMB_SIZE = 256;
 
   const table = document.getElementById("queue");
@@ -118,6 +120,24 @@
     if (row && body.contains(row)) showImage(row, event.detail);
   });
 
+  async function pollFarm() {
+    if (!document.hidden) {
+      try {
+        const response = await fetch("/queue?part=farm", { headers: { Accept: "text/html" }, credentials: "same-origin" });
+        // a redirect is the login page (the session ended): keep what is shown
+        if (response.ok && !response.redirected) {
+          const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("farm");
+          const shown = document.getElementById("farm");
+          if (fresh && shown) shown.replaceWith(document.adoptNode(fresh));
+        }
+      } catch (err) {
+        console.warn("farm poll failed", err);
+      }
+    }
+    setTimeout(pollFarm, FARM_POLL_MS);
+  }
+
   for (const el of body.querySelectorAll("time.job-created")) showTime(el);
   setTimeout(poll, POLL_MS);
+  setTimeout(pollFarm, FARM_POLL_MS);
 })();
