@@ -66,8 +66,15 @@ class LineConsumer(QueueConsumer):
         return self._consumers.values()
 
     def on_iteration(self):
-        super().on_iteration()
-        if self.wanted == self.serving or not self._consumers:
+        self._cancel_consumers_if_requested()
+        if not self._consumers:
+            # The entrypoint stopped (the replica is stopping): no new deliveries, but the connection stays
+            # open until the jobs in hand are acked; closing it would hand them to another replica again.
+            # (nameko's own QueueConsumer stops at once: its other provider, the RPC reply listener, keeps
+            # the connection open until the workers are done.)
+            self.should_stop = self.in_flight == 0
+            return
+        if self.wanted == self.serving:
             return
         for consumer in self._consumers.values():
             if self.serving is not None:
