@@ -8,7 +8,9 @@ GAZE_SCHEDULER_TICK_SECONDS while busy; the jobs service answers from the waitin
 lines the other live replicas serve, one decision at a time (services/jobs/store.py `assign_line`). The
 rule, in the order it is applied (the README's "Scheduling" says the same to operators):
 
-1. Start: a replica that serves no line takes the line with the most waiting jobs per replica serving it.
+1. Start: a replica that serves no line takes the line with the most waiting jobs per replica serving it if
+   its share pays for a load (see 5), else the longest line nobody serves, else none yet (it asks again):
+   while jobs are still arriving, it does not pile onto a line of a few jobs it would soon leave.
 2. Rescue: a line with waiting jobs and no replica is taken by the first replica that can be spared (its
    own line has no job waiting, or another replica serving it) and asks once the line's jobs would otherwise
    miss GAZE_SCHEDULER_MAX_WAIT_SECONDS: when oldest wait + L + (waiting − 1) × T + the replica's lead (its
@@ -101,7 +103,12 @@ def choose_line(me: Replica, others: Iterable[Replica], lines: Iterable[Line], m
     own = lines.get(me.serving) if me.serving is not None else None
 
     if me.serving is None:
-        return Decision(best.checkpoint, "start") if best is not None else Decision(None, "idle")
+        unserved = [line for line in candidates if servers(line.checkpoint) == 0]
+        if best is not None and worth_a_load(best):
+            return Decision(best.checkpoint, "start")
+        if unserved:
+            return Decision(max(unserved, key=lambda line: (line.waiting, line.oldest_wait)).checkpoint, "start")
+        return Decision(None, "idle")      # only a little work, all of it served: ask again later
 
     def nobody_loads(checkpoint):
         return not me.loads(checkpoint) and not any(replica.loads(checkpoint) for replica in others)

@@ -29,6 +29,13 @@ def test_a_new_replica_takes_the_line_with_most_waiting_jobs_per_replica():
     assert (decision.serve, decision.reason) == ("b", "start")     # a: 50 / 3 replicas, b: 30 / 1
 
 
+def test_a_new_replica_does_not_pile_onto_a_short_line_others_serve():
+    served = [replica("r0", "a")]
+    assert choose(replica("r1"), served, [Line("a", 2, 0.1)]).serve is None      # asks again later
+    assert choose(replica("r1"), served, [Line("a", 2, 0.1), Line("b", 1, 0.0)]).serve == "b"
+    assert choose(replica("r1"), served, [Line("a", 40, 0.1), Line("b", 1, 0.0)]).serve == "a"
+
+
 def test_a_replica_whose_line_ran_dry_moves_only_for_work_that_pays_for_a_load():
     lonely = [replica("r1", "b")]
     small = choose(replica("r0", "a"), lonely, [Line("b", 12, 2.0)])     # 12 / 2 × T = 3 s < 1.5 L
@@ -105,6 +112,13 @@ def test_on_a_burst_the_farm_loads_each_checkpoint_about_once_and_stays_busy():
     assert scheduled.efficiency >= 0.85 and scheduled.loads <= 2 * 4
     assert fcfs.efficiency < 0.3 and fcfs.loads > 100     # the peer: three jobs in four need a load
     assert scheduled.p("rare", 0.99) <= MAX_WAIT + L + T
+
+
+def test_a_burst_that_takes_seconds_to_arrive_costs_no_more_loads():
+    # 400 POSTs take a few seconds: the first decisions see lines of a job or two
+    arriving = [(index / 100, checkpoint) for index, checkpoint in enumerate(sim.mix(400, ["a", "b", "c", "rare"]))]
+    scheduled = sim.simulate(arriving, max_wait=MAX_WAIT)
+    assert scheduled.loads <= 2 * 4 and scheduled.efficiency >= 0.85
 
 
 def test_on_a_stream_rare_jobs_start_within_the_maximum_wait():
