@@ -252,6 +252,8 @@ class Stack:
     procs: dict = field(default_factory=dict)
     session: requests.Session = field(default_factory=requests.Session)
     cleanup_notes: list = field(default_factory=list)
+    # settings every process of the stack gets on top of the isolated ones (e.g. GAZE_SCHEDULING)
+    extra_env: dict = field(default_factory=dict)
 
     # set-up ------------------------------------------------------------------------------------------
     def start(self):
@@ -275,6 +277,7 @@ class Stack:
             # one key submits thousands of requests a second: a submit limit that is counted (its Redis
             # round trip is part of what is measured) but never reached; reads keep the default (off)
             GAZE_RATE_LIMIT_SUBMIT=os.environ.get("GAZE_RATE_LIMIT_SUBMIT", "100000000/minute"),
+            **self.extra_env,
         )
         run_dir.mkdir(parents=True, exist_ok=True)
         init = subprocess.run([str(GAZE), "init"], cwd=ROOT, env=self.env, capture_output=True, text=True,

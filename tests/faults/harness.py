@@ -1,7 +1,8 @@
 """The harness of the fault-injection scenarios (tests/faults/test_faults.py) against the real stack (`gaze
 up` under supervisord: real RabbitMQ, PostgreSQL, Redis and service processes; see tests/stack.py). Each
-scenario submits a stream of jobs, injects one fault while they run, heals it, and checks the invariants
-in `check_invariants`.
+scenario submits a stream of jobs spread over 3 checkpoints (so they wait in per-checkpoint lines and the
+replicas load and switch models: issue 15), injects one fault while they run, heals it, and checks the
+invariants in `check_invariants`.
 
 Scenarios 3 and 4 restart the machine's shared RabbitMQ / PostgreSQL: never run this suite beside another
 test run. Every scenario heals in a `finally:` (start_app, PostgreSQL back up) whatever happened."""
@@ -18,11 +19,21 @@ from pathlib import Path
 import psycopg
 import requests
 
+from shared.config import DEFAULT_CHECKPOINTS
 
+
+# the jobs name these checkpoints in turn, so every scenario runs with a line per checkpoint (issue 15)
+FAULT_CHECKPOINTS = list(DEFAULT_CHECKPOINTS)
 # the limits every fault stack runs with (stated in each scenario's docstring too)
 FAULT_ENV = {
     "GAZE_BACKEND": "simulated",
-    "GAZE_SIMULATED_GPU_SECONDS": "0.2",      # each job holds its replica's "GPU" for 0.2 s
+    "GAZE_SIMULATED_GPU_SECONDS": "0.2",      # each job holds its replica's "GPU" for 0.2 s ...
+    "GAZE_SIMULATED_LOAD_SECONDS": "0.3",     # ... after 0.3 s more when its checkpoint is not the one loaded
+    "GAZE_CHECKPOINTS": ",".join(FAULT_CHECKPOINTS),
+    "GAZE_SCHEDULING": "checkpoint",
+    # 3 checkpoints on 2 replicas: a line nobody serves gets one within 5 s (the default 60 s would hold the
+    # last jobs of a scenario that long)
+    "GAZE_SCHEDULER_MAX_WAIT_SECONDS": "5",
     "GAZE_STUCK_JOB_SECONDS": "20",           # a job with no sign of life for 20 s is taken back ...
     "GAZE_STUCK_SWEEP_SECONDS": "2",          # ... looked for every 2 s
     "GAZE_HEARTBEAT": "5",                    # AMQP heartbeat: a dead broker connection is noticed in ~10 s
@@ -105,11 +116,11 @@ def heal_postgres():
 
 class Submitter:
     """Posts PER_REQUEST jobs every SUBMIT_INTERVAL until TOTAL_JOBS were accepted (or time runs out),
-    across the fault. Counts every answer: a 202's jobs are accepted; anything else is a refusal (503 while
-    a dependency is down is the expected one). A timeout or any 5xx may still have created its jobs (see
-    README, "Reliability": a request sent while the broker is down is published once it is back, and then
-    answered 503 because the gateway's reply consumer died): `uncertain_jobs` counts the jobs those
-    requests asked for."""
+    across the fault, each request naming the next of FAULT_CHECKPOINTS. Counts every answer: a 202's jobs
+    are accepted; anything else is a refusal (503 while a dependency is down is the expected one). A
+    timeout or any 5xx may still have created its jobs (see README, "Reliability": a request sent while the
+    broker is down is published once it is back, and then answered 503 because the gateway's reply
+    consumer died): `uncertain_jobs` counts the jobs those requests asked for."""
 
     def __init__(self, stack, total=TOTAL_JOBS, max_seconds=90):
         self.stack, self.total, self.max_seconds = stack, total, max_seconds
@@ -125,12 +136,15 @@ class Submitter:
 
     def _run(self):
         deadline = time.monotonic() + self.max_seconds
+        sent = 0
         while len(self.accepted) < self.total and time.monotonic() < deadline and not self._stop.is_set():
             count = min(PER_REQUEST, self.total - len(self.accepted))
+            checkpoint = FAULT_CHECKPOINTS[sent % len(FAULT_CHECKPOINTS)]
+            sent += 1
             try:
                 response = requests.post(self.stack.url + "/api/v1/generate/example_01",
                                          headers=self.stack.headers(), timeout=30,
-                                         json={"count": count, "width": 64, "height": 64})
+                                         json={"count": count, "checkpoint": checkpoint, "width": 64, "height": 64})
             except requests.RequestException as exc:
                 self.answers[type(exc).__name__] += 1
                 self.uncertain_jobs += count
@@ -148,19 +162,25 @@ class Submitter:
         assert not self._thread.is_alive(), "submitter did not finish"
 
 
-def job_rows(stack, timeout=60) -> dict:
-    """{job id: row} straight from the stack's database (retried while PostgreSQL comes back)."""
+def query(stack, sql, timeout=60) -> list:
+    """The rows of `sql` on the stack's database (retried while PostgreSQL comes back)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with psycopg.connect(stack.env["GAZE_DATABASE_URL"], connect_timeout=3) as conn:
-                rows = conn.execute("SELECT id::text, status, attempts, replica, result->>'relative_path'"
-                                    " FROM jobs.jobs").fetchall()
-            return {r[0]: {"status": r[1], "attempts": r[2], "replica": r[3], "relative_path": r[4]} for r in rows}
+                return conn.execute(sql).fetchall()
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def job_rows(stack, timeout=60) -> dict:
+    """{job id: row} straight from the stack's database."""
+    rows = query(stack, "SELECT id::text, status, attempts, replica, result->>'relative_path', spec->>'checkpoint'"
+                        " FROM jobs.jobs", timeout)
+    return {r[0]: {"status": r[1], "attempts": r[2], "replica": r[3], "relative_path": r[4], "checkpoint": r[5]}
+            for r in rows}
 
 
 def wait_until(stack, predicate, timeout, what):
@@ -204,13 +224,16 @@ class Figures:
     unacknowledged: int = 0           # jobs created (rows) by a request that was answered 5xx, not 202
     seconds_to_drain: float = 0.0     # from healing to every job terminal
     answers: dict = field(default_factory=dict)
+    checkpoints: dict = field(default_factory=dict)   # jobs per checkpoint
+    loads: int = 0                    # model loads the replicas reported (a replica restarted counts afresh)
 
 
 def check_invariants(stack, submitter: Submitter, figures: Figures, healed_at: float, extra_logs=(),
                      strict_rows=True):
-    """Every job terminal within TERMINAL_DEADLINE of healing; accepted jobs == rows recorded; every done
-    job has exactly one image file (the one its result names), no done job was finished twice with two
-    files; attempts bounded by GAZE_MAX_ATTEMPTS. Fills and returns `figures`."""
+    """Every job terminal within TERMINAL_DEADLINE of healing; the jobs name every checkpoint of the mix;
+    accepted jobs == rows recorded; every done job has exactly one image file (the one its result names),
+    no done job was finished twice with two files; attempts bounded by GAZE_MAX_ATTEMPTS. Fills and
+    returns `figures`."""
     rows = wait_until(stack, lambda rows: rows and all(r["status"] in ("done", "failed") for r in rows.values()),
                       TERMINAL_DEADLINE, "every job to be done or failed")
     figures.seconds_to_drain = round(time.monotonic() - healed_at, 1)
@@ -230,9 +253,13 @@ def check_invariants(stack, submitter: Submitter, figures: Figures, healed_at: f
     figures.refused_requests = sum(n for code, n in submitter.answers.items() if code != 202)
     figures.answers = {str(k): v for k, v in submitter.answers.items()}
     figures.unacknowledged = len(set(rows) - set(submitter.accepted))
+    figures.checkpoints = dict(collections.Counter(r["checkpoint"] for r in rows.values()))
+    figures.loads = query(stack, "SELECT coalesce(sum(loads), 0)::int FROM jobs.replicas")[0][0]
     print(f"\n[faults] {json.dumps(asdict(figures))}")
 
     assert figures.accepted == TOTAL_JOBS, (figures, "the workload did not get all its jobs accepted")
+    # the scenario ran with several lines: the jobs of every checkpoint of the mix
+    assert set(figures.checkpoints) == set(FAULT_CHECKPOINTS), figures.checkpoints
     assert len(set(submitter.accepted)) == len(submitter.accepted)
     missing = set(submitter.accepted) - set(rows)
     assert not missing, f"accepted (202) but never recorded: {sorted(missing)}"

@@ -1,13 +1,17 @@
 """Issue 6: fault injection against the real stack (`gaze up --generators 2` under supervisord, real
 RabbitMQ, PostgreSQL, Redis and service processes).
 
-Every scenario runs with GAZE_BACKEND=simulated, GAZE_SIMULATED_GPU_SECONDS=0.2 (1 in scenario 1), GAZE_STUCK_JOB_SECONDS=20,
-GAZE_STUCK_SWEEP_SECONDS=2, GAZE_HEARTBEAT=5, GAZE_DISPATCH_SWEEP_SECONDS=5 (tests/faults/harness.py
-FAULT_ENV); 40 jobs of 64x64 are posted, 2 per request every 0.5 s, across the fault. After healing,
-`check_invariants` asserts: every job done or failed within 150 s; every job accepted (202) is recorded, and
-no other row exists (scenarios 2 and 3: a row the client was answered 5xx for is the known race in
-UNACKNOWLEDGED_JOBS, an xfail when a run hits it); every done job has exactly one image file, the one its result names; a job announced
-done twice only where the jobs service ignored the second announcement; attempts <= GAZE_MAX_ATTEMPTS.
+Every scenario runs with GAZE_BACKEND=simulated, GAZE_SIMULATED_GPU_SECONDS=0.2 (1 in scenario 1),
+GAZE_SIMULATED_LOAD_SECONDS=0.3, GAZE_SCHEDULING=checkpoint, GAZE_SCHEDULER_MAX_WAIT_SECONDS=5,
+GAZE_STUCK_JOB_SECONDS=20, GAZE_STUCK_SWEEP_SECONDS=2, GAZE_HEARTBEAT=5, GAZE_DISPATCH_SWEEP_SECONDS=5
+(tests/faults/harness.py FAULT_ENV); 40 jobs of 64x64 are posted, 2 per request every 0.5 s, across the
+fault, the requests naming the 3 checkpoints of GAZE_CHECKPOINTS in turn (so jobs wait in a line per
+checkpoint, and a replica killed or leaving holds a model). After healing, `check_invariants` asserts:
+every job done or failed within 150 s; the jobs name all 3 checkpoints; every job accepted (202) is
+recorded, and no other row exists (scenarios 2 and 3: a row the client was answered 5xx for is the known
+race in UNACKNOWLEDGED_JOBS, an xfail when a run hits it); every done job has exactly one image file, the
+one its result names; a job announced done twice only where the jobs service ignored the second
+announcement; attempts <= GAZE_MAX_ATTEMPTS.
 Figures per scenario go to stdout and <pytest basetemp>/fault_results.json (README, "Reliability").
 
 Scenarios 3 and 4 stop the machine's shared RabbitMQ / restart its PostgreSQL: run this suite alone
