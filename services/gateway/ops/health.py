@@ -19,7 +19,7 @@ from nameko.exceptions import RpcTimeout
 from services.gateway.ops.auth import bearer_ok
 from services.gateway.ops.probes import ProbeTimeout, Reused, run_bounded
 from services.gateway.stores.rpc import ServiceUnavailable
-from shared.contracts.jobs import JobsClient
+from shared.contracts.jobs import JobsClient, replica_state
 
 RETRY_AFTER_SECONDS = "5"
 MAX_DETAIL = 200
@@ -27,14 +27,6 @@ MAX_DETAIL = 200
 # the cause precisely
 OUTER_SLACK_SECONDS = 0.5
 READINESS_CACHE_SECONDS = 2.0
-
-
-def replica_state(replica: dict, stale_after: float) -> str:
-    """healthy (reported healthy, recently), unhealthy (reported a broken backend, recently) or stale
-    (not heard from within `stale_after` seconds, whatever it last said)."""
-    if replica["age_seconds"] > stale_after:
-        return "stale"
-    return "healthy" if replica["healthy"] else "unhealthy"
 
 
 def describe_error(exc: BaseException, timeout: float) -> str:

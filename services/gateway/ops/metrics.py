@@ -28,10 +28,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.utils import floatToGoString
 
 from shared import events
-from shared.contracts.jobs import JobsClient
+from shared.contracts.jobs import JobsClient, replica_state
 from services.gateway.errors import ApiError
 from services.gateway.ops.auth import metrics_allowed
-from services.gateway.ops.health import OUTER_SLACK_SECONDS, describe_error, replica_state
+from services.gateway.ops.health import OUTER_SLACK_SECONDS, describe_error
 from services.gateway.ops.probes import Reused, run_bounded
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,8 @@ import falcon
 from shared.config import Settings
 from shared.job_states import STATES
 from shared.schemas import MAX_COUNT
-from services.gateway.ops.health import replica_state
 from services.gateway.web.render import render
-from shared.contracts.jobs import JobsClient
+from shared.contracts.jobs import JobsClient, replica_state
 
 QUEUE_SIZE = 100
 ALL = "all"

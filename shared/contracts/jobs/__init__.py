@@ -28,6 +28,14 @@ class LineAnswer(BaseModel):
     reason: str = ""              # which rule of services/jobs/scheduling.py decided
 
 
+def replica_state(replica: dict, stale_after: float) -> str:
+    """A row of `JobsClient.replicas()` as healthy (reported healthy, recently), unhealthy (reported a broken
+    backend, recently) or stale (not heard from within `stale_after` seconds, whatever it last said)."""
+    if replica["age_seconds"] > stale_after:
+        return "stale"
+    return "healthy" if replica["healthy"] else "unhealthy"
+
+
 class JobsClient(ServiceClient):
     service = SERVICE
 
