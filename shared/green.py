@@ -15,6 +15,7 @@ def patch():
 
     eventlet.monkey_patch()
     tolerate_acks_on_a_lost_connection()
+    tolerate_replies_on_a_lost_connection()
 
 
 def tolerate_acks_on_a_lost_connection():
@@ -40,6 +41,35 @@ def tolerate_acks_on_a_lost_connection():
         tolerant.__name__ = name
         setattr(QueueConsumer, name, tolerant)
     QueueConsumer._gaze_tolerant = True
+
+
+def tolerate_replies_on_a_lost_connection():
+    """nameko 2.14 publishes an RPC's reply on the worker's green thread, and a publish that fails because
+    the broker is down (kombu's OperationalError, a reset socket) kills the whole service container (seen in
+    the fault suite: the jobs service exited when RabbitMQ stopped while it answered a replica's
+    `assign_line`, which replicas call every tick). A reply that cannot be sent is lost either way, as it
+    would be with the broker: the caller's time limit covers it (a claim's work order goes back to its line,
+    a replica keeps its line and asks again), and the request message is settled as usual. So the failure is
+    logged and the container lives on; it reconnects by itself."""
+    import logging
+
+    from kombu.exceptions import OperationalError
+    from nameko.rpc import Responder
+
+    if getattr(Responder, "_gaze_tolerant", False):
+        return
+    original = Responder.send_response
+
+    def send_response(self, result, exc_info):
+        try:
+            return original(self, result, exc_info)
+        except (OperationalError, OSError) as exc:
+            logging.getLogger(__name__).warning("an RPC reply was lost with the broker connection: %s: %s",
+                                                type(exc).__name__, exc)
+            return result, exc_info
+
+    Responder.send_response = send_response
+    Responder._gaze_tolerant = True
 
 
 def assert_cooperative_psycopg():

@@ -3,6 +3,7 @@ the line of the checkpoint the scheduler has it serve (services/generator/lines.
 import logging
 
 import eventlet
+from kombu.exceptions import OperationalError
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
@@ -186,8 +187,14 @@ class GeneratorService:
             return True
 
         def progress(value, maximum):
-            self.dispatch(events.JOB_PROGRESS,
-                          events.JobProgress(job_id=order.job_id, value=value, max=maximum).model_dump())
+            # a step is news, not state: one lost with the broker (it is down or restarting) must not fail
+            # the job; the next step, or its completion, says more
+            try:
+                self.dispatch(events.JOB_PROGRESS,
+                              events.JobProgress(job_id=order.job_id, value=value, max=maximum).model_dump())
+            except (OperationalError, OSError) as exc:
+                log.warning("job %s: a progress event was lost with the broker: %s", order.job_id, exc,
+                            extra={"job_id": order.job_id, "replica": self.replica})
 
         image, seconds = self.worker.run(order.job_id, spec, progress, started)
         if not self._may_run(order, claim):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from nameko.messaging import QueueConsumer
 
-from shared.green import tolerate_acks_on_a_lost_connection
+from kombu.exceptions import OperationalError
+from nameko.rpc import Responder
+
+from shared.green import tolerate_acks_on_a_lost_connection, tolerate_replies_on_a_lost_connection
 
 
 class _Channel:
@@ -44,3 +47,34 @@ def test_patching_twice_wraps_once():
     first = QueueConsumer.ack_message
     tolerate_acks_on_a_lost_connection()
     assert QueueConsumer.ack_message is first
+
+
+class _FailingPublisher:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def publish(self, *args, **kwargs):
+        raise _FailingPublisher.error
+
+
+def _responder():
+    message = type("Request", (), {"properties": {"content_type": "application/json", "reply_to": "r",
+                                                  "correlation_id": "c"}})()
+    responder = Responder("amqp://", exchange=None, serializer="json", message=message)
+    responder.publisher_cls = _FailingPublisher
+    return responder
+
+
+@pytest.mark.parametrize("error", [OperationalError("[Errno 111] ECONNREFUSED"),
+                                   ConnectionResetError(104, "Connection reset by peer")])
+def test_a_reply_that_cannot_be_published_does_not_kill_the_service(error):
+    tolerate_replies_on_a_lost_connection()
+    _FailingPublisher.error = error
+    assert _responder().send_response({"serve": None}, None) == ({"serve": None}, None)
+
+
+def test_a_reply_that_fails_otherwise_still_surfaces():
+    tolerate_replies_on_a_lost_connection()
+    _FailingPublisher.error = ValueError("bug")
+    with pytest.raises(ValueError):
+        _responder().send_response(1, None)
