@@ -25,6 +25,7 @@ from services.generator.supervisor import WorkerSupervisor
 from shared import config
 from tests.comfyui_fake import FakeComfyUI, Script, free_port
 from tests.helpers import wait_until
+from tests.worker_stand_ins import LoadRecorder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEMPLATE = json.loads(DEFAULT_WORKFLOW.read_text())
@@ -329,15 +330,7 @@ LOAD_SECONDS = 0.15     # the fake's time per executed loader
 MEASURED_LOAD = 0.8 * LOAD_SECONDS      # the least a job may measure for it (events are timed as they arrive)
 
 
-class LoadRecorder(CallbackContext):
-    """A job that records the loads its backend reports."""
 
-    def __init__(self):
-        super().__init__()
-        self.loads = []
-
-    def model_loaded(self, checkpoint, seconds, resident=None):
-        self.loads.append((checkpoint, seconds, resident))
 
 
 def loader_cached(fake, prompt_id) -> bool:

@@ -22,10 +22,10 @@ for _module in ("torch", "diffusers", "transformers"):
 import torch  # noqa: E402
 
 from services.generator.backends import BackendError, GeneratedImage, make_backend  # noqa: E402
-from services.generator.backends.base import CallbackContext  # noqa: E402
 from services.generator.backends.diffusers_backend import DiffusersBackend, infer_model_type  # noqa: E402
 from services.generator.supervisor import WorkerSupervisor  # noqa: E402
 from tests.helpers import start_generator  # noqa: E402
+from tests.worker_stand_ins import LoadRecorder  # noqa: E402
 from shared.config import Settings, load  # noqa: E402
 from shared.schemas import GenerationSpec  # noqa: E402
 
@@ -269,15 +269,7 @@ def test_the_pipeline_is_kept_between_jobs_and_replaced_one_at_a_time(tiny):
     assert backend.loads == 3
 
 
-class LoadRecorder(CallbackContext):
-    """A job's context that keeps what the backend reported about model loads."""
 
-    def __init__(self):
-        super().__init__()
-        self.loads = []
-
-    def model_loaded(self, checkpoint, seconds, resident=None):
-        self.loads.append((checkpoint, seconds, resident))
 
 
 def slow_loader(pipe, seconds):

@@ -5,7 +5,6 @@ The backends run in this process here; tests/integration/test_generator_status.p
 process."""
 from __future__ import annotations
 
-import signal
 import time
 from types import SimpleNamespace
 
@@ -21,6 +20,7 @@ from services.generator.worker import WorkerJob
 from shared import config
 from shared.schemas import GenerationSpec
 from tests.helpers import make_spec
+from tests.worker_stand_ins import FakeProcess, FakeSock, Link, running_job
 
 A, B = "SDXL/sd_xl_base_1.0.safetensors", "Pony/pony_v6.safetensors"
 IMAGE_SECONDS = 0.05
@@ -124,14 +124,6 @@ def test_the_preview_backend_reports_each_switch_at_no_cost():
 # ---- the worker's message
 
 
-class Link:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, *message):
-        self.sent.append(message)
-
-
 def test_the_worker_tells_the_replica_what_the_backend_loaded():
     link = Link()
     SimulatedGpuBackend(0.0, load_seconds=0.0).generate(spec(A), WorkerJob("job-1", link))
@@ -140,27 +132,6 @@ def test_the_worker_tells_the_replica_what_the_backend_loaded():
 
 
 # ---- the supervisor's account
-
-
-class FakeProcess:
-    pid = 4242
-
-    def __init__(self):
-        self.returncode = None
-
-    def poll(self):
-        return self.returncode
-
-    def kill(self):
-        self.returncode = -signal.SIGKILL
-
-    def wait(self):
-        return self.returncode
-
-
-class FakeSock:
-    def close(self):
-        pass
 
 
 @pytest.fixture
@@ -175,13 +146,6 @@ def supervisor(monkeypatch):
     return supervising
 
 
-def job_in_worker(supervising, job_id):
-    ticket = sup.Ticket(job_id, {})
-    ticket.worker, ticket.started_at = supervising.current, time.monotonic()
-    supervising.tickets[job_id] = ticket
-    return ticket
-
-
 def say(supervising, *message):
     supervising._on_message(supervising.current, message)
 
@@ -189,15 +153,15 @@ def say(supervising, *message):
 def test_the_supervisor_counts_loads_and_keeps_their_means_and_the_jobs_gpu_time_without_them(supervisor):
     assert (supervisor.loaded_checkpoint, supervisor.loads, supervisor.mean_load_seconds,
             supervisor.mean_job_seconds) == (None, 0, None, None)
-    job_in_worker(supervisor, "job-1")
+    running_job(supervisor, supervisor.current, "job-1")
     say(supervisor, "loaded", "job-1", A, 3.0, [A])
     say(supervisor, "done", "job-1", b"png", 8, 8, {}, 3.5)
     assert (supervisor.loaded_checkpoint, supervisor.resident_checkpoints) == (A, [A])
     assert (supervisor.loads, supervisor.load_seconds_total) == (1, 3.0)
     assert (supervisor.mean_load_seconds, supervisor.mean_job_seconds) == (3.0, 0.5)
-    job_in_worker(supervisor, "job-2")
+    running_job(supervisor, supervisor.current, "job-2")
     say(supervisor, "done", "job-2", b"png", 8, 8, {}, 1.5)         # found A loaded: all of it is GPU time
-    job_in_worker(supervisor, "job-3")
+    running_job(supervisor, supervisor.current, "job-3")
     say(supervisor, "loaded", "job-3", B, 1.0, [A, B])
     assert (supervisor.loaded_checkpoint, supervisor.resident_checkpoints) == (B, [A, B])
     assert (supervisor.loads, supervisor.load_seconds_total) == (2, 4.0)
@@ -212,7 +176,7 @@ def test_a_load_for_a_job_given_up_on_still_changes_the_model(supervisor):
 
 
 def test_a_worker_that_is_gone_takes_its_model_along_but_not_the_counts(supervisor):
-    job_in_worker(supervisor, "job-1")
+    running_job(supervisor, supervisor.current, "job-1")
     say(supervisor, "loaded", "job-1", A, 3.0, [A])
     say(supervisor, "done", "job-1", b"png", 8, 8, {}, 3.5)
     worker = supervisor.current
@@ -242,7 +206,7 @@ def gpu_worker():
 
 def test_the_replicas_status_carries_its_model_its_loads_and_its_line(gpu_worker):
     supervising = gpu_worker.supervisor
-    job_in_worker(supervising, "job-1")
+    running_job(supervising, supervising.current, "job-1")
     say(supervising, "loaded", "job-1", A, 0.30049, [A])
     say(supervising, "done", "job-1", b"png", 8, 8, {}, 0.50049)
     gpu_worker.serve_line(A)

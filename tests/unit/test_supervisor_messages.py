@@ -19,6 +19,7 @@ from services.generator.service import GeneratorService
 from shared import events
 from shared.schemas import GenerationSpec
 from tests.helpers import make_spec, wait_until
+from tests.worker_stand_ins import FakeProcess, FakeSock, Link, running_job
 
 INTERNAL = ("SIG", "GAZE_", "exit code", "http://", "/srv/", "Errno", "pid", "ValueError", "secret")
 
@@ -29,46 +30,12 @@ def public_only(text):
     return text
 
 
-class FakeProcess:
-    pid = 4242
-
-    def __init__(self, returncode=None):
-        self.returncode = returncode
-        self.signals = []
-
-    def poll(self):
-        return self.returncode
-
-    def kill(self):
-        self.returncode = -signal.SIGKILL
-
-    def wait(self):
-        return self.returncode
-
-    def send_signal(self, number):
-        self.signals.append(number)
-        self.returncode = -number
-
-
-class FakeSock:
-    def close(self):
-        pass
-
-
 @pytest.fixture
 def supervisor(monkeypatch):
     settings = SimpleNamespace(job_timeout_seconds=5.0, worker_stall_seconds=30.0)
     supervising = sup.WorkerSupervisor(settings, "gpu-3")
     monkeypatch.setattr(supervising, "_launch", lambda first=False: None)     # no new worker process
     return supervising
-
-
-def running_job(supervising, worker, job_id="job-1"):
-    supervising.current = worker
-    ticket = sup.Ticket(job_id, {})
-    ticket.worker, ticket.started_at = worker, time.monotonic()
-    supervising.tickets[job_id] = ticket
-    return ticket
 
 
 def test_a_crashed_worker_says_crashed_and_keeps_the_signal_for_the_log(supervisor):
@@ -137,14 +104,6 @@ def test_run_raises_the_public_words_with_the_detail_beside_them(supervisor, mon
 
 
 # ---- the worker process's end: a BackendError's two texts, and a bug's traceback only in the log
-
-
-class Link:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, *message):
-        self.sent.append(message)
 
 
 class Failing:
