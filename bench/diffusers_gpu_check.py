@@ -135,23 +135,34 @@ def build_pipeline(tiny: bool, device: str, dtype, workdir: Path, seed: int = 0)
     return pipe, params
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny SDXL-shaped model, CPU, 64x64, 3 steps")
+def add_generation_arguments(parser):
+    """The options of a GPU check's images (this script's and bench/diffusers_switch_check.py's)."""
+    parser.add_argument("--tiny", action="store_true", help="tiny SDXL-shaped models, CPU, 64x64, 3 steps")
     parser.add_argument("--size", type=int, default=None, help="width = height (default 1024; --tiny: 64)")
     parser.add_argument("--steps", type=int, default=None, help="default 20 (--tiny: 3)")
-    parser.add_argument("--runs", type=int, default=None, help="images to generate (default 4; --tiny: 2)")
     parser.add_argument("--sampler", default="euler_ancestral")
     parser.add_argument("--cfg", type=float, default=6.0)
     parser.add_argument("--device", default="", help="default: cuda when available, else cpu (--tiny: cpu)")
     parser.add_argument("--dtype", default="", help="default: float16 on cuda, float32 on cpu")
     parser.add_argument("--json", help="also write the numbers as JSON to this file")
-    args = parser.parse_args(argv)
+
+
+def generation_settings(args):
+    """(size, steps, device) from `add_generation_arguments`' options, their defaults filled in."""
     size = args.size or (64 if args.tiny else 1024)
     steps = args.steps or (3 if args.tiny else 20)
-    runs = args.runs or (2 if args.tiny else 4)
     device = args.device or ("cpu" if args.tiny else ("cuda" if torch.cuda.is_available() else "cpu"))
     warnings.filterwarnings("ignore", message="invalid value encountered in cast")  # NaNs of random fp16
+    return size, steps, device
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_generation_arguments(parser)
+    parser.add_argument("--runs", type=int, default=None, help="images to generate (default 4; --tiny: 2)")
+    args = parser.parse_args(argv)
+    size, steps, device = generation_settings(args)
+    runs = args.runs or (2 if args.tiny else 4)
 
     with tempfile.TemporaryDirectory(prefix="gaze-diffusers-bench-") as tmp:
         models = Path(tmp) / "models"

@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.diffusers_gpu_check import build_pipeline, make_spec  # noqa: E402
+from bench.diffusers_gpu_check import (add_generation_arguments, build_pipeline, generation_settings,  # noqa: E402
+                                       make_spec)
 from services.generator.backends.base import CallbackContext  # noqa: E402
 from services.generator.backends.diffusers_backend import DiffusersBackend  # noqa: E402
 
@@ -191,29 +191,19 @@ def checksum(pipe) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny SDXL-shaped models, CPU, 64x64, 3 steps")
+    add_generation_arguments(parser)
     parser.add_argument("--sequence", default="a,a,b,b,a,b", help="the jobs' checkpoints, in order")
-    parser.add_argument("--size", type=int, default=None, help="width = height (default 1024; --tiny: 64)")
-    parser.add_argument("--steps", type=int, default=None, help="default 20 (--tiny: 3)")
-    parser.add_argument("--sampler", default="euler_ancestral")
-    parser.add_argument("--cfg", type=float, default=6.0)
-    parser.add_argument("--device", default="", help="default: cuda when available, else cpu (--tiny: cpu)")
-    parser.add_argument("--dtype", default="", help="default: float16 on cuda, float32 on cpu")
     parser.add_argument("--workdir", default=None,
                         help="where the checkpoints are written (on the disk to measure; not a tmpfs); "
                              "default: a temporary folder")
     parser.add_argument("--drop-caches", action="store_true",
                         help="also empty the whole page cache (root, a machine of your own) before the jobs")
     parser.add_argument("--keep", action="store_true", help="leave the written checkpoints in place")
-    parser.add_argument("--json", help="also write the numbers as JSON to this file")
     args = parser.parse_args(argv)
     sequence = [name.strip() for name in args.sequence.split(",") if name.strip()]
     if not sequence or set(sequence) - set(CHECKPOINTS):
         parser.error(f"--sequence takes checkpoints out of {', '.join(CHECKPOINTS)}")
-    size = args.size or (64 if args.tiny else 1024)
-    steps = args.steps or (3 if args.tiny else 20)
-    device = args.device or ("cpu" if args.tiny else ("cuda" if torch.cuda.is_available() else "cpu"))
-    warnings.filterwarnings("ignore", message="invalid value encountered in cast")  # NaNs of random fp16
+    size, steps, device = generation_settings(args)
     quiet_progress_bars()
 
     if args.workdir:
