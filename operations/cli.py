@@ -26,6 +26,40 @@ def cmd_migrate(args, settings=None):
         print(f"migrations: {service}: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
 
 
+def cmd_migrate_queues(args, settings=None):
+    """The queues of an install from before quorum queues, as GAZE declares them now (operations/queues.py)."""
+    from kombu import Connection
+
+    from shared import config
+    from operations import queues
+
+    settings = settings or config.load()
+    checkpoints = {*settings.checkpoints, *_unfinished_checkpoints(settings), *(getattr(args, "checkpoint", None) or ())}
+    with Connection(settings.amqp_uri, connect_timeout=10) as connection:
+        connection.ensure_connection(max_retries=10, interval_start=1, interval_step=1, interval_max=5)
+        outcomes = queues.migrate(connection, queues.declared_queues(settings, sorted(checkpoints)))
+    for outcome in outcomes:
+        if outcome.action != "absent":
+            print(f"queues: {outcome}")
+    if any(outcome.action == "busy" for outcome in outcomes):
+        sys.exit(1)
+
+
+def _unfinished_checkpoints(settings) -> set:
+    """The checkpoints of jobs not ended yet: their lines may hold their work orders."""
+    import psycopg
+
+    from shared.job_states import ACTIVE, sql_list
+
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=10) as conn:
+            rows = conn.execute("SELECT DISTINCT spec->>'checkpoint' FROM jobs.jobs"
+                                f" WHERE status IN ({sql_list(ACTIVE)})").fetchall()
+    except psycopg.errors.UndefinedTable:     # no jobs schema yet: a new install
+        return set()
+    return {checkpoint for (checkpoint,) in rows if checkpoint}
+
+
 def _key_store(settings):
     from shared.db import open_pool
     from services.gateway.stores.api_keys import ApiKeyStore
@@ -161,6 +195,7 @@ def initialise(settings):
     password exist. Returns what was newly made (key, password), each None when it existed already:
     shown once, never stored in plain text."""
     cmd_migrate(None, settings)
+    cmd_migrate_queues(None, settings)
     ensure_media_store(settings)
     key = _key_store(settings).ensure()
     password = _admin_store(settings).ensure_password(settings.admin_password)
@@ -260,6 +295,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="gaze", description="GAZE image generation service")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create the database if needed and apply every service's migrations")
+    queues = sub.add_parser("migrate-queues", help="turn the RabbitMQ queues of an older install into the quorum "
+                                                   "queues GAZE declares now, keeping their messages (stop the "
+                                                   "services first)")
+    queues.add_argument("--checkpoint", action="append", help="also the line of this checkpoint (repeatable)")
     sub.add_parser("init", help="migrate, create the S3 bucket (GAZE_MEDIA_STORE=s3), the API key and admin "
                                 "password if missing (shown once: on a terminal, else in an owner-only file)")
     keys = sub.add_parser("api-key", help="manage the REST API key")
@@ -279,7 +318,7 @@ def main(argv=None):
     up.add_argument("--generators", type=int, default=int(os.environ.get("GENERATORS", "1")),
                     help="generator replicas (default: $GENERATORS or 1)")
     args = parser.parse_args(argv)
-    {"migrate": cmd_migrate, "init": cmd_init, "api-key": cmd_api_key, "admin-password": cmd_admin_password,
+    {"migrate": cmd_migrate, "migrate-queues": cmd_migrate_queues, "init": cmd_init, "api-key": cmd_api_key, "admin-password": cmd_admin_password,
      "generator-health": cmd_generator_health, "webhook-secret": cmd_webhook_secret, "service": cmd_service,
      "up": cmd_up}[args.command](args)
 

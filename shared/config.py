@@ -145,7 +145,12 @@ class Settings:
     stuck_sweep_seconds: float = 60.0       # how often the jobs service looks for stuck jobs
     # presets: how often the presets read model (shared/contracts/presets/view.py) is checked against Postgres
     presets_publish_seconds: float = 5.0
+    # runs of a job before it fails; also the delivery limit of every durable queue (shared/broker.py)
     max_attempts: int = 3
+    # a job redelivered by the broker while the replica that runs it still says so (it asks for its line every
+    # GAZE_SCHEDULER_TICK_SECONDS, naming the jobs it runs) waits for that run instead of running twice: its
+    # connection went (a broker node stopped), not the replica. Silent this long, the replica counts as gone.
+    owner_silence_seconds: float = 10.0
     # checkpoint-aware scheduling (README "Scheduling"; services/jobs/scheduling.py): "checkpoint" routes each
     # job to its checkpoint's line and keeps replicas on the model they hold; "fcfs" puts every job on the
     # one shared line, first come first served (the behaviour before, and the benchmark's peer)

@@ -15,6 +15,7 @@ from typing import Optional
 from kombu import Exchange, Queue
 from pydantic import BaseModel, Field
 
+from shared import broker
 from shared.contracts import jobs as jobs_contract
 from shared.schemas import GenerationSpec
 
@@ -23,10 +24,11 @@ from shared.schemas import GenerationSpec
 # before any generator ever started waits in the queue instead of being dropped by an unbound exchange.
 # One shared line (`gaze.generate`: every replica takes from it; GAZE_SCHEDULING=fcfs puts every job there)
 # and, with checkpoint-aware scheduling, one line per checkpoint, which a replica takes from while the jobs
-# service's scheduler has it serve that checkpoint (services/jobs/scheduling.py).
+# service's scheduler has it serve that checkpoint (services/jobs/scheduling.py). All are quorum queues whose
+# delivery limit is GAZE_MAX_ATTEMPTS (shared/broker.py), which is why they are made from it.
 WORK_EXCHANGE = Exchange("gaze.work", type="direct", durable=True)
 WORK_ROUTING_KEY = "generate"
-WORK_QUEUE = Queue("gaze.generate", exchange=WORK_EXCHANGE, routing_key=WORK_ROUTING_KEY, durable=True)
+WORK_QUEUE_NAME = "gaze.generate"
 _NAME_BYTES = 200    # AMQP names are at most 255 bytes; longer checkpoint names are hashed
 
 
@@ -43,10 +45,19 @@ def checkpoint_routing_key(checkpoint: str) -> str:
     return f"checkpoint.{checkpoint_line(checkpoint)}"
 
 
-def checkpoint_queue(checkpoint: str) -> Queue:
-    """The durable line of `checkpoint`'s jobs on the work exchange."""
-    return Queue(f"gaze.generate.{checkpoint_line(checkpoint)}", exchange=WORK_EXCHANGE,
-                 routing_key=checkpoint_routing_key(checkpoint), durable=True)
+def work_queue(max_attempts: int) -> Queue:
+    """The shared line."""
+    return broker.quorum(Queue(WORK_QUEUE_NAME, exchange=WORK_EXCHANGE, routing_key=WORK_ROUTING_KEY), max_attempts)
+
+
+def checkpoint_queue_name(checkpoint: str) -> str:
+    return f"{WORK_QUEUE_NAME}.{checkpoint_line(checkpoint)}"
+
+
+def checkpoint_queue(checkpoint: str, max_attempts: int) -> Queue:
+    """The line of `checkpoint`'s jobs on the work exchange."""
+    return broker.quorum(Queue(checkpoint_queue_name(checkpoint), exchange=WORK_EXCHANGE,
+                               routing_key=checkpoint_routing_key(checkpoint)), max_attempts)
 
 
 class WorkOrder(BaseModel):
@@ -156,7 +167,12 @@ class JobCancelled(BaseModel):
 # webhooks service ever ran is dropped by an exchange without a queue.
 JOB_STATUS_CHANGED = "job_status_changed"
 JOBS_EVENTS_EXCHANGE = Exchange(f"{JOBS_SOURCE}.events", type="topic", durable=True)   # as nameko declares it
-WEBHOOKS_QUEUE = Queue("gaze.webhooks", exchange=JOBS_EVENTS_EXCHANGE, routing_key=JOB_STATUS_CHANGED, durable=True)
+WEBHOOKS_QUEUE_NAME = "gaze.webhooks"
+
+
+def webhooks_queue(max_attempts: int) -> Queue:
+    return broker.quorum(Queue(WEBHOOKS_QUEUE_NAME, exchange=JOBS_EVENTS_EXCHANGE, routing_key=JOB_STATUS_CHANGED),
+                         max_attempts)
 
 
 class JobStatusChanged(BaseModel):
@@ -168,8 +184,12 @@ class JobStatusChanged(BaseModel):
 
 
 class ClaimResult(BaseModel):
-    """What `jobs.claim` answers a generator: run the job (with this attempt number) or skip it."""
+    """What `jobs.claim` answers a generator: run the job (with this attempt number), skip it, or (`wait`) ask
+    again shortly: a redelivered job whose earlier run is still going on a live replica (the broker took the
+    message back because that replica's connection went away, not the replica), which either finishes it
+    or stops reporting it."""
 
     run: bool
     attempt: int = 0
     reason: Optional[str] = None
+    wait: bool = False

@@ -36,6 +36,9 @@ REDACTED = "[redacted]"
 _SECRETS = (
     (re.compile(r"(?i)(api[_-]?key=)[^&\s\"'\\,;]+"), r"\1" + REDACTED),
     (re.compile(r"\bgz_[A-Za-z0-9_\-]{16,}"), "gz_" + REDACTED),
+    # a URI's password (amqp://user:password@host): kombu names every node of a failover list it tried,
+    # masking only the first
+    (re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s\"']*:)[^@\s/\"']+@"), r"\1" + REDACTED + "@"),
 )
 # fields whose value is never shown, whatever it is
 _SECRET_FIELDS = frozenset({"api_key", "x_api_key", "x-api-key", "password", "authorization", "token"})

@@ -125,10 +125,13 @@ def _read_key(log: Path, proc, deadline):
 
 
 @contextlib.contextmanager
-def running_stack(workdir: Path, generators: int = 2, **extra_env):
-    """`gaze up` with its own database, vhost, port and media directory; stopped (SIGTERM) on exit."""
+def running_stack(workdir: Path, generators: int = 2, amqp_uri: str | None = None, **extra_env):
+    """`gaze up` with its own database, vhost, port and media directory; stopped (SIGTERM) on exit. With
+    `amqp_uri`, on that broker instead (a vhost the caller made and removes: tests/faults/cluster.py)."""
     db_name, db_url = create_database("gaze_e2e")
-    vhost, amqp_uri = create_vhost("gaze_e2e")
+    vhost = None
+    if amqp_uri is None:
+        vhost, amqp_uri = create_vhost("gaze_e2e")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ,
@@ -170,7 +173,8 @@ def running_stack(workdir: Path, generators: int = 2, **extra_env):
         # the log is the first thing to read when an e2e test fails
         sys.stderr.write(f"\n--- stack log: {log}\n")
         drop_database(db_name)
-        delete_vhost(vhost)
+        if vhost is not None:
+            delete_vhost(vhost)
 
 
 def generator_pids(supervisor_pid):

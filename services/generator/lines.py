@@ -2,11 +2,13 @@
 service's scheduler has it serve (services/jobs/scheduling.py), switched while the replica runs.
 
 `LineConsumer` is nameko's queue consumer for the work entrypoint (services/generator/service.py), on a
-connection of its own: one channel, one prefetch for all its lines together (channel-wide qos, so a replica
-never holds more than GAZE_GENERATOR_PREFETCH jobs whichever lines they came from). A switch cancels the
-consumer of the old checkpoint's line and consumes the new one, from the consumer's own green thread between
-two reads of the connection (a channel is never used by two readers at once); the jobs already in hand stay
-in hand and run first (their messages are acked as usual), the new line's jobs follow.
+connection of its own: one channel, GAZE_GENERATOR_PREFETCH per line (quorum queues know no channel-wide
+prefetch; shared/broker.py). A switch cancels the consumer of the old checkpoint's line at once and consumes
+the new one once the jobs in hand are done (so a replica holds no more jobs across a switch than it would
+without one: the jobs in hand run first, their messages acked as usual, the new line's jobs follow), from
+the consumer's own green thread between two reads of the connection (a channel is never used by two readers
+at once). The shared line is consumed throughout (with checkpoint-aware scheduling nothing is sent there but
+what an older install left in it).
 
 `LineSteering` asks the scheduler (`jobs.assign_line`) when the replica's jobs in hand run out and every
 GAZE_SCHEDULER_TICK_SECONDS while it works, telling it what the worker holds and how long its jobs and
@@ -16,6 +18,7 @@ its line and asks again at the next tick). Everything here runs on green threads
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 import eventlet
 from eventlet.event import Event
@@ -37,10 +40,14 @@ class LineConsumer(QueueConsumer):
 
     def __init__(self):
         super().__init__()
-        self.serving = None         # the checkpoint whose line is consumed now
+        self.serving = None         # the checkpoint whose line is consumed now (None: none but the shared line)
         self.wanted = None          # the checkpoint whose line should be (applied by the consumer's thread)
         self.in_flight = 0          # work messages delivered and not yet acked or requeued
         self.ran_dry = Event()      # sent when in_flight falls to 0
+
+    def setup(self):
+        self.max_attempts = from_nameko(self.container.config).max_attempts
+        super().setup()
 
     def switch(self, checkpoint):
         """Serve `checkpoint`'s line (None: none, the shared line only) from the consumer's next iteration."""
@@ -60,7 +67,7 @@ class LineConsumer(QueueConsumer):
                                     callbacks=[lambda body, message, provider=provider:
                                                self.handle_message(provider, body, message)],
                                     accept=self.accept)
-            consumer.qos(prefetch_count=self.prefetch_count, apply_global=True)
+            consumer.qos(prefetch_count=self.prefetch_count)
             self._consumers[provider] = consumer
         self.serving = self.wanted
         return self._consumers.values()
@@ -76,18 +83,22 @@ class LineConsumer(QueueConsumer):
             return
         if self.wanted == self.serving:
             return
+        if self.serving is not None:
+            for consumer in self._consumers.values():
+                consumer.cancel_by_queue(events.checkpoint_queue_name(self.serving))
+            log.debug("no longer taking work from the line of %s", self.serving)
+            self.serving = None
+        if self.wanted is None or self.in_flight > 0:
+            return                           # the new line's jobs follow those in hand
         for consumer in self._consumers.values():
-            if self.serving is not None:
-                consumer.cancel_by_queue(events.checkpoint_queue(self.serving).name)
             for line in self._checkpoint_lines(self.wanted):
                 consumer.add_queue(line)     # declares it: a line nobody published to yet exists from now on
             consumer.consume()               # starts consuming the queues added since the last call
-        log.debug("now taking work from the line of %s (was %s)", self.wanted, self.serving)
+        log.debug("now taking work from the line of %s", self.wanted)
         self.serving = self.wanted
 
-    @staticmethod
-    def _checkpoint_lines(checkpoint):
-        return [] if checkpoint is None else [events.checkpoint_queue(checkpoint)]
+    def _checkpoint_lines(self, checkpoint):
+        return [] if checkpoint is None else [events.checkpoint_queue(checkpoint, self.max_attempts)]
 
     # ---- jobs in hand
 
@@ -118,6 +129,28 @@ class LineSteering(DependencyProvider):
         self.settings = from_nameko(self.container.config)
         self._thread = None
         self._proxy = None
+        self._running = Counter()    # job id -> runs of it in this replica's handlers (started, not ended)
+
+    def get_dependency(self, worker_ctx):
+        return self
+
+    def started(self, job_id):
+        self._running[job_id] += 1
+
+    def ended(self, job_id, announced=False):
+        """A run of `job_id` ended. One whose outcome was announced stays named for GAZE_OWNER_SILENCE_SECONDS
+        more: until the jobs service has recorded that event (it may lag while the broker fails over), a
+        redelivered copy of the job must still wait rather than run it again."""
+        if announced:
+            eventlet.spawn_after(self.settings.owner_silence_seconds, self.ended, job_id)
+            return
+        self._running[job_id] -= 1
+        if self._running[job_id] <= 0:
+            del self._running[job_id]
+
+    @property
+    def running(self) -> list[str]:
+        return sorted(self._running)
 
     def start(self):
         from services.generator.replica import GpuWorker
@@ -163,7 +196,8 @@ class LineSteering(DependencyProvider):
         status = self.gpu.status()
         ask = LineRequest(replica=self.gpu.replica, serving=self.consumer.wanted,
                           loaded=supervisor.loaded_checkpoint, in_flight=self.consumer.in_flight,
-                          can_load=status.checkpoints, mean_job_seconds=supervisor.mean_job_seconds,
+                          can_load=status.checkpoints, running=self.running,
+                          mean_job_seconds=supervisor.mean_job_seconds,
                           mean_load_seconds=supervisor.mean_load_seconds)
         answer = self._jobs().assign_line(ask)
         if answer.serve != self.consumer.wanted:

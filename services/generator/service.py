@@ -7,10 +7,10 @@ from kombu.exceptions import OperationalError
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
-from nameko.messaging import Consumer
 from nameko.rpc import RpcProxy
 
 from shared import events
+from shared.entrypoints import Consumer
 from shared.contracts import NamekoTransport
 from shared.contracts import jobs as jobs_contract
 from shared.contracts.jobs import JobsClient
@@ -24,6 +24,7 @@ from services.generator.supervisor import JobCancelledByClient, WorkerLost
 
 log = logging.getLogger(__name__)
 REQUEUE_PAUSE_SECONDS = 2.0
+OWNER_POLL_SECONDS = 1.0     # how often a redelivered job whose earlier run still goes on asks again
 
 
 class WorkConsumer(Consumer):
@@ -37,18 +38,45 @@ class WorkConsumer(Consumer):
         body = dict(body, redelivered=bool(message.delivery_info.get("redelivered")))
         super().handle_message(body, message)
 
+    def setup(self):
+        self._stopping = False
+        super().setup()
+
+    def stop(self):
+        self._stopping = True
+        super().stop()
+
     def handle_result(self, message, worker_ctx, result=None, exc_info=None):
         # The handler only raises when it could not talk to the jobs service or the broker (a backend's
-        # failure is the job's failure, never an exception here). The job goes back to the queue
-        # (requeue_on_error) instead of being acked and lost; pausing first keeps a replica from
-        # spinning on it while the jobs service is down. Its next delivery is a redelivery, so the claim
-        # counts it as an attempt.
-        if exc_info is not None:
-            log.warning("job %s: back to the queue in %.0f s: %s: %s", message.payload.get("job_id"),
+        # failure is the job's failure, never an exception here). The job is handled again by this replica
+        # after a pause (which keeps it from spinning while the jobs service is down), its message still in
+        # hand: returned to the queue, it would count against the queue's delivery limit (shared/broker.py)
+        # for what is no fault of the job. Its claim then counts it as a new attempt (redelivered). Where
+        # the message's connection is gone, the broker has taken it back already; where the replica is
+        # stopping, or its worker process died under the job (WorkerLost: perhaps of this very job, which
+        # is what the delivery limit is for), it goes back to the queue (requeue_on_error).
+        if (exc_info is not None and not issubclass(exc_info[0], WorkerLost) and not self._stopping
+                and _channel_open(message)):
+            log.warning("job %s: trying again in %.0f s: %s: %s", message.payload.get("job_id"),
                         REQUEUE_PAUSE_SECONDS, exc_info[0].__name__, exc_info[1],
                         extra={"job_id": message.payload.get("job_id")})
-            eventlet.sleep(REQUEUE_PAUSE_SECONDS)
+            self.container.spawn_managed_thread(lambda: self._again(message))
+            return result, exc_info
         return super().handle_result(message, worker_ctx, result, exc_info)
+
+    def _again(self, message):
+        eventlet.sleep(REQUEUE_PAUSE_SECONDS)
+        if self._stopping or not _channel_open(message):
+            if _channel_open(message):
+                self.queue_consumer.requeue_message(message)
+            return
+        # not through handle_message above: the broker's flag is stale, this is a new attempt of ours
+        super().handle_message(dict(message.payload, redelivered=True), message)
+
+
+def _channel_open(message) -> bool:
+    channel = message.channel
+    return channel is not None and getattr(channel, "is_open", False) and channel.connection is not None
 
 
 work_consumer = WorkConsumer.decorator
@@ -108,7 +136,7 @@ class GeneratorService:
     dispatch = EventDispatcher()
     config = Config()
 
-    @work_consumer(events.WORK_QUEUE, requeue_on_error=True)
+    @work_consumer(queue_of=events.work_queue, requeue_on_error=True)
     def generate(self, payload):
         """Claim, generate, store, announce; the work message is acked only after this returns.
 
@@ -123,15 +151,45 @@ class GeneratorService:
         redelivered job waits for the answer first: its last run died, perhaps of this very job, and the
         claim is what fails it after GAZE_MAX_ATTEMPTS."""
         order = events.WorkOrder.model_validate(payload)
-        claim = Claim(JobsClient(NamekoTransport(self.jobs)).claim_async(order.job_id, self.replica,
-                                                                         payload.get("redelivered", False)),
-                      timeout=from_nameko(self.config).rpc_timeout)
-        if payload.get("redelivered") and not self._may_run(order, claim):
-            return
+        redelivered = payload.get("redelivered", False)
+        claim = self._claim(order, redelivered)
+        if redelivered:
+            claim = self._after_earlier_run(order, claim)
+            if not self._may_run(order, claim):
+                return
+        # what this replica runs, told to the jobs service with each line request: a redelivered copy of
+        # one of these waits instead of running twice (ClaimResult.wait)
+        self.lines.started(order.job_id)
+        try:
+            self._run(order, claim)
+        except BaseException:
+            self.lines.ended(order.job_id)
+            raise
+        self.lines.ended(order.job_id, announced=True)
+
+    def _claim(self, order, redelivered: bool) -> "Claim":
+        return Claim(JobsClient(NamekoTransport(self.jobs)).claim_async(order.job_id, self.replica, redelivered),
+                     timeout=from_nameko(self.config).rpc_timeout)
+
+    def _after_earlier_run(self, order, claim) -> "Claim":
+        """The claim of a redelivered job, once no earlier run of it is still going on a live replica: the
+        broker takes a message back whenever its consumer's connection goes (a broker node stopped, say),
+        while the replica holding it may well go on and finish it."""
+        told = False
+        while claim.result().wait:
+            if not told:
+                log.info("job %s: redelivered while %s; waiting for that run", order.job_id, claim.result().reason,
+                         extra={"job_id": order.job_id, "replica": self.replica})
+                told = True
+            eventlet.sleep(OWNER_POLL_SECONDS)
+            claim = self._claim(order, redelivered=True)
+        return claim
+
+    def _run(self, order, claim):
         try:
             completed = self._generate(order, claim)
         except ClaimUnanswered:
-            raise   # back to the queue (WorkConsumer.handle_result): the claim decides, not us
+            raise   # handled again (WorkConsumer.handle_result): the claim decides, not us
         except JobCancelledByClient:
             log.info("job %s: stopped, its client cancelled it", order.job_id,
                      extra={"job_id": order.job_id, "replica": self.replica})

@@ -6,12 +6,12 @@ import uuid
 
 import psycopg
 from nameko.dependency_providers import Config
-from nameko.events import EventDispatcher, event_handler
+from nameko.events import EventDispatcher
 from nameko.messaging import Publisher
-from nameko.rpc import rpc
 from pydantic import ValidationError
 
-from shared import events
+from shared import broker, events
+from shared.entrypoints import Consumer, event_handler, rpc
 from shared.config import from_nameko
 from shared.contracts.jobs import LineAnswer, LineRequest
 from shared.contracts.webhooks import EVENT_OF_STATUS, EVENTS as WEBHOOK_EVENTS
@@ -22,7 +22,7 @@ from services.jobs.read_model import JobViewWriter
 from shared.media import MediaStore, MediaStoreError, image_url
 from shared.schemas import MAX_COUNT, MAX_SEED, GenerationSpec
 from shared.timers import configured_timer
-from services.jobs.store import JobStore
+from services.jobs.store import JobStore, parse_job_id
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,32 @@ def job_event(event_type):
     return event_handler(events.EVENT_SOURCE, event_type, requeue_on_error=True)
 
 
+class DeclaringPublisher(Publisher):
+    """nameko's Publisher, declaring the queues `declare_of(max_attempts)` makes (shared/broker.py: their
+    arguments come from the container's config) before its first publish."""
+
+    def __init__(self, declare_of, **kwargs):
+        self.declare_of = declare_of
+        super().__init__(**kwargs)
+
+    def setup(self):
+        self.declare.extend(self.declare_of(from_nameko(self.container.config).max_attempts))
+        super().setup()
+
+
+class DeclaringDispatcher(EventDispatcher, DeclaringPublisher):
+    pass
+
+
+class DeadLetterConsumer(Consumer):
+    """The dead-letter queue's consumer: hands the handler the message with where and why it died."""
+
+    def handle_message(self, body, message):
+        deaths = broker.deaths(message.headers)
+        super().handle_message({"body": body, "queue": deaths[0].get("queue", "") if deaths else "",
+                                "reason": deaths[0].get("reason", "") if deaths else ""}, message)
+
+
 def _parse(model, payload):
     try:
         return model.model_validate(payload)
@@ -55,9 +81,10 @@ class JobsService:
     store = JobStore()
     view = JobViewWriter()   # the read model the gateway answers polls from: written after every commit
     config = Config()
-    publish_work = Publisher(exchange=events.WORK_EXCHANGE, declare=[events.WORK_QUEUE])
+    publish_work = DeclaringPublisher(lambda max_attempts: [events.work_queue(max_attempts)],
+                                      exchange=events.WORK_EXCHANGE)
     # job_cancelled, for the generator replicas; job_status_changed, for the webhooks service
-    dispatch = EventDispatcher(declare=[events.WEBHOOKS_QUEUE])
+    dispatch = DeclaringDispatcher(lambda max_attempts: [events.webhooks_queue(max_attempts)])
     media = MediaStore()           # to delete the image of a job cancelled while it was being stored
 
     # --- RPC ------------------------------------------------------------------------------------
@@ -159,12 +186,14 @@ class JobsService:
 
     @rpc(expected_exceptions=EXPECTED)
     def claim(self, job_id, replica, redelivered=False):
-        run, attempt, reason, row = self.store.claim(job_id, replica, redelivered,
-                                                     from_nameko(self.config).max_attempts)
-        self._project(row)
-        if row is not None and row["status"] == JobState.FAILED:   # too many attempts
-            self._announce(row)
-        return events.ClaimResult(run=run, attempt=attempt, reason=reason).model_dump()
+        settings = from_nameko(self.config)
+        claimed = self.store.claim(job_id, replica, redelivered, settings.max_attempts,
+                                   settings.owner_silence_seconds)
+        self._project(claimed.row)
+        if claimed.row is not None and claimed.row["status"] == JobState.FAILED:   # too many attempts
+            self._announce(claimed.row)
+        return events.ClaimResult(run=claimed.run, attempt=claimed.attempt, reason=claimed.reason,
+                                  wait=claimed.wait).model_dump()
 
     # --- generator events -------------------------------------------------------------------------
     @job_event(events.JOB_STARTED)
@@ -218,6 +247,28 @@ class JobsService:
         if status is not None:
             self.store.record_replica(status)
 
+    @DeadLetterConsumer.decorator(queue_of=lambda max_attempts: broker.DEAD_LETTER_QUEUE, requeue_on_error=True)
+    def on_dead_letter(self, letter):
+        """A message the broker gave up on (its queue's delivery limit: its consumers died or lost their
+        connection with it each time). Recorded; a work order's job fails with a readable error (if it has
+        not ended meanwhile), so that no job waits forever for a message that is gone."""
+        body, queue, reason = letter["body"], letter["queue"], letter["reason"]
+        job_id = body.get("job_id") if isinstance(body, dict) and queue.startswith(events.WORK_QUEUE_NAME) else None
+        try:
+            job_id = job_id and parse_job_id(job_id)
+        except NotFound:
+            job_id = None
+        self.store.record_dead_letter(queue, reason, job_id, body)
+        log.error("a message of %s was dead-lettered (%s)%s", queue, reason, f": job {job_id}" if job_id else "",
+                  extra={"job_id": job_id} if job_id else {})
+        if job_id is None:
+            return
+        deliveries = from_nameko(self.config).max_attempts + 1
+        row = self.store.failed(job_id, None, f"gave up after {deliveries} deliveries: the generators that took this"
+                                              " job stopped each time before finishing it")
+        self._project(row)
+        self._announce(row)
+
     @rpc
     def assign_line(self, ask):
         """The line (checkpoint) a generator replica should take its work from (services/jobs/scheduling.py);
@@ -225,6 +276,7 @@ class JobsService:
         ask = LineRequest.model_validate(ask)
         settings = from_nameko(self.config)
         if settings.scheduling != "checkpoint":
+            self.store.replica_runs(ask.replica, ask.running)
             return LineAnswer(serve=None, reason="fcfs").model_dump()
 
         def decide(me, others, lines):
@@ -259,7 +311,7 @@ class JobsService:
         lines = self.store.lines()
         return {"jobs_by_status": self.store.counts_by_status(), "durations": self.store.durations(),
                 "replicas": self.store.replicas(), "lines": lines,
-                "backlog": sum(line["waiting"] for line in lines)}
+                "backlog": sum(line["waiting"] for line in lines), "dead_letters": self.store.dead_letters()}
 
     # --- outbox sweep -----------------------------------------------------------------------------
     @configured_timer("dispatch_sweep_seconds")
@@ -354,7 +406,7 @@ class JobsService:
         """Put a work order in its line: its checkpoint's queue (declared with the first order sent to it, so
         none is dropped by an exchange without a queue), or with GAZE_SCHEDULING=fcfs the shared one."""
         if from_nameko(self.config).scheduling == "checkpoint":
-            line = events.checkpoint_queue(order.spec.checkpoint)
+            line = events.checkpoint_queue(order.spec.checkpoint, from_nameko(self.config).max_attempts)
             self.publish_work(order.model_dump(), routing_key=line.routing_key, declare=[line])
         else:
             self.publish_work(order.model_dump(), routing_key=events.WORK_ROUTING_KEY)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple, Optional
 
 from psycopg.types.json import Jsonb
 
@@ -45,6 +46,16 @@ def parse_job_id(job_id) -> str:
         return str(uuid.UUID(str(job_id)))
     except ValueError:
         raise NotFound("job", job_id) from None
+
+
+class Claimed(NamedTuple):
+    """What `JobRepository.claim` decided: run (with this attempt number), or not (`reason`; `wait`: ask
+    again, an earlier run still goes on); row: the job after the claim (VIEW), None when nothing changed."""
+    run: bool
+    attempt: int
+    reason: Optional[str]
+    row: Optional[dict]
+    wait: bool = False
 
 
 class JobRepository:
@@ -220,35 +231,45 @@ class JobRepository:
             ).fetchall()
         return {row["preset_slug"]: row["relative_path"] for row in rows if row["relative_path"] is not None}
 
-    def claim(self, job_id: str, replica: str, redelivered: bool, max_attempts: int):
+    def claim(self, job_id: str, replica: str, redelivered: bool, max_attempts: int,
+              owner_silence_seconds: float = 0.0) -> Claimed:
         """Reserve the job for `replica` (a new attempt). A job nobody has claimed is taken; a claimed one
         only when the broker says the message is a redelivery (its runner died) or when the stuck-job sweep
-        took it back from its replica and published it again (`requeued`). The status does not change
-        here: the job turns `processing` when the replica's GPU starts it (`started`). Returns (run,
-        attempt, reason, row): row is the job after the claim (VIEW), or None when the claim changed nothing."""
+        took it back from its replica and published it again (`requeued`). A redelivery waits while the
+        replica holding the job still names it among the jobs it runs and asked for its line within
+        `owner_silence_seconds` (the broker took the message back from a connection, not from a dead
+        replica). The status does not change here: the job turns `processing` when the replica's GPU starts
+        it (`started`)."""
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
-                "SELECT status, attempts, requeued FROM jobs.jobs WHERE id = %s FOR UPDATE", (parse_job_id(job_id),)
+                "SELECT status, attempts, requeued, replica FROM jobs.jobs WHERE id = %s FOR UPDATE",
+                (parse_job_id(job_id),)
             ).fetchone()
             if row is None:
-                return False, 0, "unknown job", None
+                return Claimed(False, 0, "unknown job", None)
             if row["status"] in TERMINAL:
-                return False, row["attempts"], f"already {row['status']}", None
+                return Claimed(False, row["attempts"], f"already {row['status']}", None)
             if row["attempts"] > 0 and not redelivered and not row["requeued"]:
-                return False, row["attempts"], "already taken by another replica", None
+                return Claimed(False, row["attempts"], "already taken by another replica", None)
+            if (redelivered and not row["requeued"] and row["replica"] is not None and owner_silence_seconds > 0
+                    and conn.execute(
+                        "SELECT 1 FROM jobs.replicas WHERE replica = %s AND %s = ANY(running)"
+                        " AND asked_at > now() - make_interval(secs => %s)",
+                        (row["replica"], parse_job_id(job_id), owner_silence_seconds)).fetchone()):
+                return Claimed(False, row["attempts"], f"its run on {row['replica']} still goes on", None, wait=True)
             if row["attempts"] >= max_attempts:
                 failed = conn.execute(
                     f"UPDATE jobs.jobs SET status = 'failed', finished_at = now(), error = %s WHERE id = %s RETURNING {VIEW}",
                     (f"gave up after {row['attempts']} attempts: the generator running this job stopped "
                      f"each time before finishing", job_id),
                 ).fetchone()
-                return False, row["attempts"], "too many attempts", failed
+                return Claimed(False, row["attempts"], "too many attempts", failed)
             claimed = conn.execute(
                 "UPDATE jobs.jobs SET attempts = attempts + 1, replica = %s, requeued = false, last_seen_at = now(),"
                 f" progress_value = NULL, progress_max = NULL WHERE id = %s RETURNING {VIEW}",
                 (replica, job_id),
             ).fetchone()
-            return True, claimed["attempts"], None, claimed
+            return Claimed(True, claimed["attempts"], None, claimed)
 
     # Each transition returns the job as it is after the change (VIEW), or None when nothing changed.
     def started(self, job_id, replica, attempt: int):
@@ -280,7 +301,8 @@ class JobRepository:
 
     def failed(self, job_id, replica, error: str):
         return self._finish(
-            "UPDATE jobs.jobs SET status = 'failed', error = %(error)s, replica = %(replica)s, finished_at = now()"
+            "UPDATE jobs.jobs SET status = 'failed', error = %(error)s, replica = coalesce(%(replica)s, replica),"
+            " finished_at = now()"
             f" WHERE id = %(id)s AND status IN {ACTIVE_SQL}",
             {"error": error, "replica": replica, "id": parse_job_id(job_id)}, outcome="failed")
 
@@ -390,10 +412,11 @@ class JobRepository:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEDULER_LOCK,))
             me = conn.execute(
                 "INSERT INTO jobs.replicas (replica, backend, healthy, detail, seen_at, serving, in_flight, can_load,"
-                " mean_job_seconds, mean_load_seconds, loaded_checkpoint, asked_at)"
+                " mean_job_seconds, mean_load_seconds, loaded_checkpoint, running, asked_at)"
                 " VALUES (%(replica)s, '', false, 'no status heard yet', 'epoch', %(serving)s, %(in_flight)s, %(can_load)s,"
-                " %(mean_job_seconds)s, %(mean_load_seconds)s, %(loaded)s, now())"
+                " %(mean_job_seconds)s, %(mean_load_seconds)s, %(loaded)s, %(running)s, now())"
                 " ON CONFLICT (replica) DO UPDATE SET serving = excluded.serving, in_flight = excluded.in_flight,"
+                " running = excluded.running,"
                 " can_load = coalesce(excluded.can_load, jobs.replicas.can_load),"
                 " mean_job_seconds = coalesce(excluded.mean_job_seconds, jobs.replicas.mean_job_seconds),"
                 " mean_load_seconds = coalesce(excluded.mean_load_seconds, jobs.replicas.mean_load_seconds),"
@@ -410,6 +433,25 @@ class JobRepository:
             if decision.serve != ask["serving"]:
                 conn.execute("UPDATE jobs.replicas SET serving = %s WHERE replica = %s", (decision.serve, ask["replica"]))
             return decision
+
+    def record_dead_letter(self, queue: str, reason: str, job_id, body) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("INSERT INTO jobs.dead_letters (queue, reason, job_id, body) VALUES (%s, %s, %s, %s)",
+                         (queue, reason, job_id, Jsonb(body)))
+
+    def dead_letters(self) -> int:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT count(*) AS n FROM jobs.dead_letters").fetchone()["n"]
+
+    def replica_runs(self, replica: str, running: list[str]):
+        """What a replica asking for its line runs (`claim` reads it), where no scheduling decision is made
+        (GAZE_SCHEDULING=fcfs)."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO jobs.replicas (replica, backend, healthy, detail, seen_at, running, asked_at)"
+                " VALUES (%s, '', false, 'no status heard yet', 'epoch', %s, now())"
+                " ON CONFLICT (replica) DO UPDATE SET running = excluded.running, asked_at = now()",
+                (replica, running))
 
     def counts_by_status(self) -> dict:
         """{status: number of jobs} for every status, zeros included, from the counters the triggers of

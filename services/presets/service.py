@@ -6,11 +6,10 @@ resolves generate requests without an RPC."""
 import logging
 
 from nameko.dependency_providers import Config
-from nameko.events import event_handler
-from nameko.rpc import rpc
 from pydantic import ValidationError
 
 from shared import events
+from shared.entrypoints import event_handler, rpc
 from shared.config import from_nameko
 from shared.errors import EXPECTED, InvalidField
 from shared.contracts.presets.view import summary, token

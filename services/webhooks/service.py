@@ -1,7 +1,7 @@
 """The `webhooks` nameko service: delivers the job events clients asked for to their URLs (Standard
 Webhooks, signed with the API key name's secret), and keeps those secrets.
 
-It hears the jobs service's job_status_changed on its own durable queue (shared/events.py WEBHOOKS_QUEUE),
+It hears the jobs service's job_status_changed on its own durable queue (shared/events.py webhooks_queue),
 records a delivery and acknowledges; a timer hands the deliveries that are due to the sender's green
 threads (services/webhooks/delivery.py). A slow receiver so never holds up an event, and a delivery,
 being in Postgres before its announcement is acknowledged, survives a restart of anything.
@@ -9,11 +9,10 @@ being in Postgres before its announcement is acknowledged, survives a restart of
 import logging
 
 from nameko.dependency_providers import Config
-from nameko.messaging import consume
-from nameko.rpc import rpc
 from pydantic import ValidationError
 
 from shared import events
+from shared.entrypoints import consume, rpc
 from shared.config import from_nameko
 from shared.contracts.webhooks import EVENT_OF_STATUS, SERVICE
 from shared.errors import EXPECTED, InvalidField
@@ -41,7 +40,7 @@ class WebhooksService:
     sender = Sender()
 
     # --- the jobs service's announcements ---------------------------------------------------------
-    @consume(events.WEBHOOKS_QUEUE, requeue_on_error=True)
+    @consume(queue_of=events.webhooks_queue, requeue_on_error=True)
     def on_status_changed(self, payload):
         """Record a delivery of the job's event if its webhook asked for it. A database that is away
         fails the handler: the announcement goes back to the queue (requeue_on_error) instead of being lost."""

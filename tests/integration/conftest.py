@@ -149,9 +149,10 @@ class LinesReader(QueueReader):
     """The work lines: the shared one and every configured checkpoint's (services/jobs/scheduling.py), read
     as one queue: `get` takes from the first with a message."""
 
-    def __init__(self, connection, checkpoints):
+    def __init__(self, connection, checkpoints, max_attempts):
         self.lines = [QueueReader(connection, queue) for queue in
-                      (events.WORK_QUEUE, *(events.checkpoint_queue(checkpoint) for checkpoint in checkpoints))]
+                      (events.work_queue(max_attempts),
+                       *(events.checkpoint_queue(checkpoint, max_attempts) for checkpoint in checkpoints))]
         self.queue = self.lines[0].queue     # its name, in take()'s message
 
     def get(self, ack=True):
@@ -167,7 +168,7 @@ def work_queue(settings):
     """The work lines (the shared one and each configured checkpoint's), emptied before (and after) the test;
     `.take(n)` reads orders off them."""
     with Connection(settings.amqp_uri) as conn:
-        reader = LinesReader(conn, settings.checkpoints)
+        reader = LinesReader(conn, settings.checkpoints, settings.max_attempts)
         reader.purge()
         yield reader
         reader.purge()

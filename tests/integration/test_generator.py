@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from nameko.rpc import rpc
 from nameko.standalone.rpc import ServiceRpcProxy
 from nameko.testing.services import entrypoint_waiter
 from PIL import Image
@@ -15,6 +14,7 @@ from PIL import Image
 from services.generator.service import ClaimUnanswered, GeneratorService
 from services.jobs.service import JobsService
 from shared import events
+from shared.entrypoints import rpc
 from tests.helpers import files_for_job, job_row, make_spec, start_generator, wait_until
 
 
@@ -166,7 +166,7 @@ def test_a_duplicate_work_order_runs_speculatively_but_leaves_no_trace(container
     with Connection(settings.amqp_uri) as conn:
         Producer(conn.default_channel).publish(order.model_dump(), exchange=events.WORK_EXCHANGE,
                                                routing_key=events.WORK_ROUTING_KEY, serializer="json",
-                                               declare=[events.WORK_QUEUE])
+                                               declare=[events.work_queue(settings.max_attempts)])
     [marker] = jobs.create(make_spec(width=64, height=64), 1)   # queued behind both copies of `taken`
     wait_until(lambda: all_finished(db, [marker]), timeout=30, what="the marker job finished")
     wait_until(lambda: len(seen.of(events.JOB_COMPLETED, marker)) == 1, what="marker completed event")
@@ -179,8 +179,9 @@ def test_a_duplicate_work_order_runs_speculatively_but_leaves_no_trace(container
 
 def test_a_job_goes_back_to_the_queue_while_the_jobs_service_is_down(container_factory, settings, db, clean_jobs,
                                                                        work_queue):
-    """The claim cannot reach the jobs service: the order is requeued (after a pause), never acked and
-    lost; once the jobs service is back the job is claimed as a redelivery and finishes. The unanswered
+    """The claim cannot reach the jobs service: the order is handled again by the same replica after a
+    pause (held, never acked and lost, nor returned to the queue, which would count against its delivery
+    limit); once the jobs service is back the job is claimed as a redelivery and finishes. The unanswered
     claim waited in the jobs service's queue and counts as attempt 1 when it is finally handled; the
     redelivery's claim is attempt 2, the one that runs. On the shared line (GAZE_SCHEDULING=fcfs): a replica
     that cannot reach the jobs service is never given a checkpoint's line (tests/unit/test_scheduling.py)."""
@@ -217,7 +218,8 @@ def unanswered_claims(generator, count):
 
 
 class SilentJobs:
-    """A `jobs` service whose claim never answers in time: like a reply lost with the broker."""
+    """A `jobs` service whose claim never answers in time: like a reply lost with the broker. Its RPC queue
+    is declared as the jobs service declares it (a quorum queue, shared/entrypoints.py)."""
     name = "jobs"
 
     @rpc
@@ -242,7 +244,7 @@ def test_a_claim_without_an_answer_sends_the_order_back_and_frees_the_gpu(contai
             order = events.WorkOrder(job_id=job_id, spec=make_spec(width=64, height=64), created_at=1.0)
             Producer(conn.default_channel).publish(order.model_dump(), exchange=events.WORK_EXCHANGE,
                                                    routing_key=events.WORK_ROUTING_KEY, serializer="json",
-                                                   declare=[events.WORK_QUEUE])
+                                                   declare=[events.work_queue(settings.max_attempts)])
     started = time.monotonic()
     generator.stop()         # returns once the workers have requeued their orders
     assert time.monotonic() - started < 15, "no worker hung on the lost reply"

@@ -70,7 +70,7 @@ def spawn_generator(settings, tmp_path):
 
 def work_queue_consumers(settings):
     with Connection(settings.amqp_uri) as conn:
-        _, _, consumers = events.WORK_QUEUE(conn.default_channel).queue_declare(passive=True)
+        _, _, consumers = events.work_queue(settings.max_attempts)(conn.default_channel).queue_declare(passive=True)
         return consumers
 
 

@@ -183,7 +183,7 @@ def test_claim_runs_skips_and_retries_up_to_max_attempts(jobs, db, settings):
     [job_id] = jobs.create(make_spec(), 1)
 
     first = jobs.claim(job_id, "replica-a", False)
-    assert first == {"run": True, "attempt": 1, "reason": None}
+    assert first == {"run": True, "attempt": 1, "reason": None, "wait": False}
     row = job_row(db, job_id)
     # reserved, not yet running: the job turns processing when the replica's GPU starts it
     assert (row["status"], row["attempts"], row["replica"], row["started_at"]) == ("pending", 1, "replica-a", None)
@@ -194,10 +194,10 @@ def test_claim_runs_skips_and_retries_up_to_max_attempts(jobs, db, settings):
     assert job_row(db, job_id)["replica"] == "replica-a"
 
     retry = jobs.claim(job_id, "replica-b", True)
-    assert retry == {"run": True, "attempt": 2, "reason": None}
+    assert retry == {"run": True, "attempt": 2, "reason": None, "wait": False}
     assert job_row(db, job_id)["replica"] == "replica-b"
 
-    assert jobs.claim(job_id, "replica-a", True) == {"run": True, "attempt": 3, "reason": None}
+    assert jobs.claim(job_id, "replica-a", True) == {"run": True, "attempt": 3, "reason": None, "wait": False}
 
     exhausted = jobs.claim(job_id, "replica-b", True)
     assert exhausted["run"] is False
@@ -371,7 +371,7 @@ def test_sweep_requeues_a_silent_processing_job_which_is_then_claimable(sweeping
     assert row["error"] is None and row["finished_at"] is None
 
     # the republished order arrives as a first delivery (redelivered=False) and is accepted as attempt 2
-    assert jobs.claim(stuck_id, "replica-b", False) == {"run": True, "attempt": 2, "reason": None}
+    assert jobs.claim(stuck_id, "replica-b", False) == {"run": True, "attempt": 2, "reason": None, "wait": False}
     row = job_row(db, stuck_id)
     assert (row["replica"], row["requeued"]) == ("replica-b", False)
     # ...exactly once: a second copy of the order is a duplicate

@@ -26,8 +26,8 @@ KEY = "ci-key"
 def clean_webhooks(db, settings):
     db.execute("TRUNCATE webhooks.attempts, webhooks.deliveries, webhooks.secrets")
     with Connection(settings.amqp_uri) as conn:
-        events.WEBHOOKS_QUEUE(conn.default_channel).declare()
-        events.WEBHOOKS_QUEUE(conn.default_channel).purge()
+        events.webhooks_queue(settings.max_attempts)(conn.default_channel).declare()
+        events.webhooks_queue(settings.max_attempts)(conn.default_channel).purge()
     return db
 
 

@@ -12,6 +12,7 @@ import pytest
 from nameko.testing.services import worker_factory
 
 from services.jobs.service import JobsService
+from services.jobs.store import Claimed
 from shared import config, events
 from shared.errors import InvalidField, NotFound
 from shared.media import MediaStoreError
@@ -68,7 +69,7 @@ def test_create_writes_the_jobs_then_queues_each_then_writes_the_read_model_then
     assert {(job["preset_slug"], job["label"]) for job in jobs} == {("example_01", "Preset: Example – preview")}
     orders = [events.WorkOrder.model_validate(c.args[0]) for c in service.publish_work.call_args_list]
     assert [order.job_id for order in orders] == ids
-    line = events.checkpoint_queue(orders[0].spec.checkpoint)    # each job waits in its checkpoint's line
+    line = events.checkpoint_queue(orders[0].spec.checkpoint, SETTINGS.max_attempts)    # each job waits in its checkpoint's line
     assert all(c.kwargs == {"routing_key": line.routing_key, "declare": [line]}
                for c in service.publish_work.call_args_list)
     # the orders go out first: they are on the critical path; the read model before the ids are returned
@@ -207,9 +208,10 @@ def test_jobs_of_pages_with_a_cursor_that_leads_to_the_next_page(service):
 
 def test_a_claim_runs_with_the_configured_attempt_limit_and_is_written_to_the_read_model(service):
     claimed = row(status="processing", attempts=1, replica=REPLICA)
-    service.store.claim.return_value = (True, 1, None, claimed)
-    assert service.claim(claimed["id"], REPLICA, True) == {"run": True, "attempt": 1, "reason": None}
-    service.store.claim.assert_called_once_with(claimed["id"], REPLICA, True, SETTINGS.max_attempts)
+    service.store.claim.return_value = Claimed(True, 1, None, claimed)
+    assert service.claim(claimed["id"], REPLICA, True) == {"run": True, "attempt": 1, "reason": None, "wait": False}
+    service.store.claim.assert_called_once_with(claimed["id"], REPLICA, True, SETTINGS.max_attempts,
+                                                SETTINGS.owner_silence_seconds)
     assert service.view.put.call_args.args[0]["status"] == "processing"
 
 

@@ -162,3 +162,15 @@ def test_log_format_comes_from_the_environment_once_and_is_checked():
     assert config.load({"GAZE_LOG_FORMAT": " Text "}).log_format == "text"
     with pytest.raises(ValueError, match="GAZE_LOG_FORMAT"):
         logs.configure("jobs", dataclasses.replace(config.Settings(), log_format="xml"), stream=io.StringIO())
+
+
+def test_a_uris_password_is_masked_in_every_address_of_a_failover_list():
+    """kombu logs "Cannot connect to amqp://guest:**@a:5701//: ..." masking the first address of a `;`
+    list only; the others would show their passwords."""
+    line = ("Cannot connect to amqp://guest:**@127.0.0.1:5701//: refused. Trying again: "
+            "amqp://gaze:s3cret@rmq-1:5672/;amqp://gaze:an0ther@rmq-2:5672/ postgresql://gaze:pw@db/gaze")
+    masked = logs.redact(line)
+    assert "s3cret" not in masked and "an0ther" not in masked and ":pw@" not in masked
+    assert f"amqp://gaze:{logs.REDACTED}@rmq-1:5672/;amqp://gaze:{logs.REDACTED}@rmq-2:5672/" in masked
+    assert f"postgresql://gaze:{logs.REDACTED}@db/gaze" in masked
+    assert logs.redact("https://example.com:8443/path and http://host:80/") == "https://example.com:8443/path and http://host:80/"

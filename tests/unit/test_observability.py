@@ -112,6 +112,29 @@ def test_readyz_accepts_a_replica_heard_from_within_three_intervals(tmp_path):
     assert client.simulate_get("/readyz", headers=OPS).status_code == 200
 
 
+def test_readyz_with_generators_optional_is_ready_without_any_generator(tmp_path):
+    # Kubernetes asks this way (deploy/k8s): generators scaled to zero start only once a job waits, and a
+    # job arrives only through a ready gateway
+    no_generator = FakeProbes(answers={("jobs", "replicas"): []})
+    client, _ = readiness_client(tmp_path, probes=no_generator)
+    assert_not_ready(client.simulate_get("/readyz", headers=OPS), failing={"generators"})
+    result = client.simulate_get("/readyz", query_string="generators=optional", headers=OPS)
+    assert result.status_code == 200, result.text
+    assert result.json["status"] == "ready"
+    assert result.json["checks"]["generators"] == {"ok": False, "detail": "no generator replica has reported yet"}
+    anonymous = client.simulate_get("/readyz", query_string="generators=optional")
+    assert anonymous.status_code == 200 and anonymous.json["generators"] == {"ok": False}
+
+
+@pytest.mark.parametrize("probes, failing", [
+    (FakeProbes(answers={("jobs", "replicas"): []}, database_error=RuntimeError("db down")), {"database", "generators"}),
+    (FakeProbes(raises={("jobs", "replicas"): ServiceUnavailable("broker down")}), {"broker", "generators"}),
+])
+def test_readyz_with_generators_optional_still_needs_the_broker_and_the_database(tmp_path, probes, failing):
+    client, _ = readiness_client(tmp_path, probes=probes)
+    assert_not_ready(client.simulate_get("/readyz", query_string="generators=optional", headers=OPS), failing)
+
+
 class HangingProbes(FakeProbes):
     """A database that never answers and a broker that answers late: the probes' own limits failed."""
 
@@ -283,6 +306,13 @@ def test_metrics_expose_the_backlog_per_checkpoint_and_each_replicas_model_and_l
     assert types["gaze_replica_checkpoint_loads"] == types["gaze_replica_checkpoint_load_seconds"] == "counter"
     backlog = next(family for family in text_string_to_metric_families(text) if family.name == "gaze_backlog_jobs")
     assert "autoscale" in backlog.documentation
+
+
+def test_metrics_count_the_dead_letters_the_jobs_service_recorded(tmp_path):
+    answers = {("jobs", "metrics"): {**SCHEDULING_METRICS, "dead_letters": 2}}
+    text = make_client(tmp_path, probes=FakeProbes(answers=answers))[0].simulate_get("/metrics").text
+    assert metric_value(text, "gaze_dead_letters_total") == 2
+    assert "gaze_dead_letters_total" not in make_client(tmp_path)[0].simulate_get("/metrics").text   # older jobs service
 
 
 def test_metrics_of_a_jobs_service_from_before_scheduling_leave_the_new_series_out(tmp_path):

@@ -4,7 +4,9 @@
 /readyz asks what a request needs: the broker (an RPC round trip to the jobs service, which also
 returns the generator replicas), the database (SELECT 1 through the gateway's pool) and at least one
 generator replica that reported a healthy backend within three status intervals. All checks run at
-once and the whole answer is bounded by the probe timeout (see probes.py).
+once and the whole answer is bounded by the probe timeout (see probes.py). `?generators=optional` leaves
+the last one out of the verdict (still reported): an orchestrator that starts generators only when work
+waits (deploy/k8s) must not hold back the gateway that work arrives through.
 
 Anonymous callers learn only {check: {"ok": bool}} (and the status code): the details name replicas,
 hosts and errors, so they need `Authorization: Bearer <GAZE_METRICS_TOKEN>`. The answer is reused for
@@ -111,7 +113,12 @@ class ReadinessResource:
 
     def on_get(self, req, resp):
         resp.cache_control = ["no-store"]
-        ready, checks = self.readiness.current()
+        _, checks = self.readiness.current()
+        # ?generators=optional: ready when this gateway can serve (broker, database) whether a generator runs
+        # or not; the generators check is still reported. Kubernetes' readiness probe asks this way
+        # (deploy/k8s): with generators scaled to zero none runs until a job arrives, through a ready gateway.
+        optional = {"generators"} if req.get_param("generators") == "optional" else set()
+        ready = all(check["ok"] for name, check in checks.items() if name not in optional)
         if bearer_ok(req, self.token):
             resp.media = {"status": "ready" if ready else "not ready", "checks": checks}
         else:

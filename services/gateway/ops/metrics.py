@@ -108,7 +108,7 @@ class DependencyCollector:
 
     def _read_sources(self) -> dict:
         outcomes = run_bounded({"jobs": lambda: JobsClient(self.probes).metrics(),
-                                "broker": lambda: self.probes.queue_depth(events.WORK_QUEUE.name)},
+                                "broker": lambda: self.probes.queue_depth(events.WORK_QUEUE_NAME)},
                                self.probes.timeout + OUTER_SLACK_SECONDS)
         for source, outcome in outcomes.items():
             if not outcome.ok:
@@ -127,7 +127,7 @@ class DependencyCollector:
             yield from self._jobs(outcomes["jobs"].value)
         if outcomes["broker"].ok:
             depth = outcomes["broker"].value
-            queue = events.WORK_QUEUE.name
+            queue = events.WORK_QUEUE_NAME
             ready = GaugeMetricFamily("gaze_queue_messages_ready",
                                       "Work orders waiting in the shared work queue (not yet handed to a generator);"
                                       " with checkpoint-aware scheduling jobs wait in their checkpoint's queue"
@@ -176,6 +176,12 @@ class DependencyCollector:
             restarts.add_metric([replica["replica"]], replica.get("restarts") or 0)
         yield restarts
         yield from self._scheduling(data, fresh)
+        if data.get("dead_letters") is not None:    # a jobs service from before issue 16 answers without it
+            dead = CounterMetricFamily("gaze_dead_letters",
+                                       "Messages RabbitMQ dead-lettered (a queue's delivery limit reached: their"
+                                       " consumers died each time), as the jobs service recorded them")
+            dead.add_metric([], data["dead_letters"])
+            yield dead
 
     def _scheduling(self, data, fresh):
         """Checkpoint-aware scheduling: what waits in which line, and what the replicas hold, serve and load.

@@ -11,10 +11,13 @@ import os
 import queue
 import threading
 
+from amqp.exceptions import ChannelError as AmqpChannelError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
-from nameko.exceptions import RpcTimeout, UnknownService
+from nameko.exceptions import RemoteError, RpcTimeout, UnknownService
 from nameko.standalone.rpc import ClusterRpcProxy
+
+from shared.errors import EXPECTED
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,11 @@ class ServiceUnavailable(Exception):
         self.detail = detail if detail is not None else public
 
 
-BROKEN = (OSError, OperationalError, AmqpConnectionError)
+# A channel error too: a broker node that went away takes the proxy's reply queue with it, and redeclaring it
+# on another node of the cluster is refused (NOT_FOUND: "home node down") until the proxy is made anew.
+BROKEN = (OSError, OperationalError, AmqpConnectionError, AmqpChannelError)
+# what the service itself answered: the proxy that carried it is sound and goes back to the pool
+ANSWERED = (RemoteError, *EXPECTED)
 BROKER_UNREACHABLE = "the message broker is not reachable; try again shortly"
 
 
@@ -62,8 +69,13 @@ class RpcPool:
         except BROKEN as exc:
             self._discard(proxy)
             raise broker_unreachable(exc) from None
-        except BaseException:
+        except ANSWERED:
             self._release(proxy)
+            raise
+        except BaseException:
+            # anything else may have left the proxy half-broken (seen: a reply consumer gone after a
+            # broker node stopped, failing every later borrower): never lend it again
+            self._discard(proxy)
             raise
         self._release(proxy)
         return result

@@ -19,6 +19,7 @@ class LineRequest(BaseModel):
     loaded: Optional[str] = None
     in_flight: int = 0
     can_load: Optional[list[str]] = None
+    running: list[str] = []       # ids of the jobs it runs (claimed, not finished): see JobRepository.claim
     mean_job_seconds: Optional[float] = None
     mean_load_seconds: Optional[float] = None
 
