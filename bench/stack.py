@@ -134,8 +134,9 @@ def _machine_ticks() -> tuple[int, int]:
 class CpuMeter:
     """CPU used by each part of the stack between start() and stop(), in cores (1.0 = one core busy)."""
 
-    def __init__(self, groups: dict):
+    def __init__(self, groups: dict, classify=None):
         self.groups = groups                          # {pgrp: name} of the processes we started
+        self.classify = classify                      # (pid, comm) -> name or None, before BY_COMM
 
     def start(self):
         self.t0, self.procs0, self.machine0 = time.monotonic(), _proc_ticks(), _machine_ticks()
@@ -151,7 +152,8 @@ class CpuMeter:
             delta = ticks - (before[2] if before and before[0] == comm else 0)
             if delta <= 0:
                 continue
-            name = self.groups.get(pgrp) or BY_COMM.get(comm) or "other"
+            name = (self.groups.get(pgrp) or (self.classify and self.classify(pid, comm)) or BY_COMM.get(comm)
+                    or "other")
             used[name] = used.get(name, 0.0) + delta / CLK_TCK
         # wrk has exited by now: its CPU is in our children's rusage
         used["wrk"] = (children1.ru_utime + children1.ru_stime) - (self.children0.ru_utime + self.children0.ru_stime)
@@ -159,6 +161,39 @@ class CpuMeter:
         cores = {name: seconds / elapsed for name, seconds in used.items()}
         cores["machine"] = busy / elapsed
         return cores
+
+
+SYSTEM_RABBITMQ_HOME = "/var/lib/rabbitmq"     # the Debian package's rabbitmq user's home
+
+
+def shared_server_classifier(db_name: str):
+    """A CpuMeter `classify` that splits the machine's shared servers (issue 16): the system RabbitMQ server's
+    beam.smp (home SYSTEM_RABBITMQ_HOME) is `rabbitmq`, other RabbitMQ nodes someone runs beside it (a test's
+    cluster) `rabbitmq (other nodes)`, and a `rabbitmqctl` (anyone's: each starts an Erlang VM of its own,
+    about a second of CPU) `rabbitmqctl`; PostgreSQL's backends for `db_name` and its background processes (WAL writer,
+    checkpointer ...: they serve every database) are `postgres`, other databases' backends
+    `postgres (other databases)`. Read from each process's command line (its title, for PostgreSQL)."""
+    seen: dict[int, str | None] = {}
+    # a backend's title: postgres: [15/main: ]user database host(port) state
+    backend_title = re.compile(r"^postgres: (?:\S+/\S+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\])")
+
+    def classify(pid, comm):
+        if comm not in ("beam.smp", "postgres"):
+            return None
+        if pid not in seen:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                cmdline = ""
+            if comm == "beam.smp":
+                seen[pid] = ("rabbitmqctl" if "rabbit boot" not in cmdline
+                             else "rabbitmq" if f"-home {SYSTEM_RABBITMQ_HOME} " in cmdline else "rabbitmq (other nodes)")
+            else:
+                match = backend_title.match(cmdline)
+                seen[pid] = "postgres (other databases)" if match and match.group(1) != db_name else "postgres"
+        return seen[pid]
+
+    return classify
 
 
 # --- processes ------------------------------------------------------------------------------------------
@@ -479,3 +514,36 @@ class Stack:
             self.cleanup_notes.append("working directory (media, logs) removed")
 
 
+# --- what the database did (issue 16) ------------------------------------------------------------------
+
+DATABASE_COUNTERS = ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated", "tup_deleted")
+
+
+def database_activity(db_name: str) -> dict:
+    """pg_stat_database's counters of `db_name` now ({counter: n}). PostgreSQL 15 flushes a backend's counts
+    at most once a second, so a reading lags the database by about that much."""
+    with psycopg.connect(ADMIN_DB, autocommit=True) as conn:
+        row = conn.execute(f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database WHERE datname = %s",
+                           (db_name,)).fetchone()
+    return dict(zip(DATABASE_COUNTERS, row or (0,) * len(DATABASE_COUNTERS)))
+
+
+def activity_delta(before: dict, after: dict) -> dict:
+    return {name: after[name] - before[name] for name in DATABASE_COUNTERS}
+
+
+def child_groups(parent_pids) -> set:
+    """The process groups of the live children of `parent_pids`: a generator's worker process runs in a
+    session of its own (services/generator/supervisor.py), so its group is not the generator's."""
+    parents, groups = set(parent_pids), set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rindex(")") + 2:].split()
+        if int(rest[1]) in parents:          # ppid
+            groups.add(int(rest[2]))         # pgrp
+    return groups

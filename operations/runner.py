@@ -16,9 +16,12 @@ def per_service(name, settings):
 
 
 def run(name: str) -> None:
-    from shared.green import patch
+    import signal
+
+    from shared.green import dump_green_threads_on, patch
 
     patch()
+    dump_green_threads_on(signal.SIGUSR2)
     from nameko.cli.run import run as nameko_run
 
     from shared import config, logs

@@ -6,7 +6,11 @@ as quorum queues with GAZE's arguments (shared/broker.py), made from the contain
 - `consume(queue_of=...)`: a queue of GAZE's own, made by `queue_of(max_attempts)` (shared/events.py); a
   keyword, as nameko's decorators take a lone function for the method they decorate.
 
-nameko's reply queues (one per RPC client, transient) and broadcast handlers' exclusive queues stay as they are.
+nameko's reply queues (one per RPC client) stay classic, but transient (`RpcProxy` here): nameko declares
+them durable, and a durable classic queue whose node has gone away cannot be declared again elsewhere
+(NOT_FOUND, "home node down") until that node returns, so a service's reconnecting consumer would fail for
+that long; a transient one goes with its node and is declared anew on another. Broadcast handlers'
+exclusive queues stay as they are.
 """
 from __future__ import annotations
 
@@ -40,6 +44,16 @@ class Rpc(nameko_rpc.Rpc):
 
 
 rpc = Rpc.decorator
+
+
+class ReplyListener(nameko_rpc.ReplyListener):
+    def setup(self):
+        super().setup()
+        self.queue.durable = False     # see the module's docstring
+
+
+class RpcProxy(nameko_rpc.RpcProxy):
+    rpc_reply_listener = ReplyListener()
 
 
 class EventHandler(nameko_events.EventHandler):

@@ -16,6 +16,7 @@ def patch():
     eventlet.monkey_patch()
     tolerate_acks_on_a_lost_connection()
     tolerate_replies_on_a_lost_connection()
+    refuse_silent_reconnects()
 
 
 def tolerate_acks_on_a_lost_connection():
@@ -72,6 +73,32 @@ def tolerate_replies_on_a_lost_connection():
     Responder._gaze_tolerant = True
 
 
+def refuse_silent_reconnects():
+    """kombu's `Connection.connection` property re-establishes a lost connection by itself (to the next node
+    of a `;` failover list), and `drain_events` goes through it: a consumer whose connection died under
+    another green thread (a worker's ack hit the dead socket first, and was tolerated above) then reads a
+    fresh connection that has none of its channels, and waits there for ever while the broker shows no
+    consumer on its queues. Seen in tests/faults/test_broker_cluster.py: the jobs service stopped taking
+    claims after a broker node stopped, in about one run of three, logging nothing. Draining a connection
+    that is no longer connected raises a connection error instead, which the consumer loops (kombu's
+    ConsumerMixin: nameko's consumers, the generators' cancel listener; nameko's standalone RPC replies)
+    answer by reconnecting and consuming again."""
+    from amqp.exceptions import RecoverableConnectionError
+    from kombu import Connection
+
+    if getattr(Connection, "_gaze_no_silent_reconnect", False):
+        return
+    original = Connection.drain_events
+
+    def drain_events(self, **kwargs):
+        if not self.connected:
+            raise RecoverableConnectionError("the broker connection was lost; reconnect and consume again")
+        return original(self, **kwargs)
+
+    Connection.drain_events = drain_events
+    Connection._gaze_no_silent_reconnect = True
+
+
 def assert_cooperative_psycopg():
     """Fail loudly at start-up rather than freeze under load."""
     import eventlet.patcher
@@ -82,3 +109,25 @@ def assert_cooperative_psycopg():
             "psycopg was imported with its blocking C wait function inside an eventlet process; "
             "call shared.green.patch() (or set PSYCOPG_WAIT_FUNC=wait_select) before importing psycopg"
         )
+
+
+def dump_green_threads_on(signum) -> None:
+    """On `signum` (SIGUSR2 for the services: `kill -USR2 <pid>`), write every green thread's stack to
+    standard error: what a service that stopped taking messages is waiting on, without stopping it."""
+    import gc
+    import signal
+    import sys
+    import traceback
+
+    import greenlet
+
+    def dump(_signum, _frame):
+        lines = ["green threads:"]
+        for thread in gc.get_objects():
+            if isinstance(thread, greenlet.greenlet) and thread.gr_frame is not None:
+                lines.append(f"--- {thread!r}")
+                lines.extend(line.rstrip() for line in traceback.format_stack(thread.gr_frame))
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()
+
+    signal.signal(signum, dump)

@@ -7,10 +7,8 @@ from kombu.exceptions import OperationalError
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
-
 from shared import events
-from shared.entrypoints import Consumer
+from shared.entrypoints import Consumer, RpcProxy
 from shared.contracts import NamekoTransport
 from shared.contracts import jobs as jobs_contract
 from shared.contracts.jobs import JobsClient

@@ -245,11 +245,14 @@ class WorkerSupervisor:
         else:
             self.waiting.append(ticket)
         self._update_state()
-        failure, latest, relayed = None, None, None
+        failure, latest, relayed, next_relay = None, None, None, 0.0
         try:
             while True:
+                # a step not relayed yet goes out when its PROGRESS_INTERVAL comes, not with the next message
+                pending = latest is not None and latest != relayed
+                wait = max(next_relay - time.monotonic(), 0.001) if pending else PROGRESS_INTERVAL
                 try:
-                    kind, *fields = ticket.inbox.get(timeout=PROGRESS_INTERVAL)
+                    kind, *fields = ticket.inbox.get(timeout=wait)
                 except Empty:
                     kind = None
                 if kind == "started":
@@ -262,9 +265,11 @@ class WorkerSupervisor:
                         self.cancel(job_id, "its claim could not be checked")
                 elif kind == "progress":
                     latest = tuple(fields)
-                if latest is not None and latest != relayed:
+                # every step relayed would be one event per step per replica (28 a second on a fast GPU),
+                # which the jobs service and the broker pay for: the latest value, at most every interval
+                if latest is not None and latest != relayed and time.monotonic() >= next_relay:
                     publish_progress(*latest)
-                    relayed = latest
+                    relayed, next_relay = latest, time.monotonic() + PROGRESS_INTERVAL
                 if kind in ("done", "failed", "lost"):
                     break
             if failure is not None:

@@ -28,6 +28,8 @@ from urllib.parse import quote
 
 from tests.faults.harness import wait_for
 
+NODE_PREFIX = "gaze-rmq-"     # the nodes are gaze-rmq-1@localhost ...
+
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 HOST = "127.0.0.1"
 NODES = 3
@@ -90,6 +92,21 @@ class Node:
         wait_for(gone, timeout, f"{self.name}'s processes to exit", interval=0.1)
 
 
+def kill_leftover_nodes():
+    """SIGKILL the Erlang VMs of nodes an earlier run of this harness left behind (a test killed by its
+    time limit skips its clean-up): their names, ports and Erlang distribution would refuse the new nodes
+    (duplicate_node_name). Found by the node name in each VM's environment; the machine's own RabbitMQ
+    (another name) is never touched."""
+    for pid in subprocess.run(["pgrep", "-x", "beam.smp"], capture_output=True, text=True).stdout.split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(entry.startswith(f"RABBITMQ_NODENAME={NODE_PREFIX}".encode()) for entry in environ):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
 class RabbitCluster:
     """Three RabbitMQ nodes clustered with node 1; a context manager (see the module docstring)."""
 
@@ -100,7 +117,7 @@ class RabbitCluster:
         # the distribution port must also leave room for the CLI's own range (35672..35682) and never be an
         # AMQP port of ours
         dist_ports = free_ports(FIRST_DIST_PORT, nodes, taken=amqp_ports)
-        self.nodes = [Node(i, f"gaze-rmq-{i}@localhost", amqp_ports[i - 1], dist_ports[i - 1],
+        self.nodes = [Node(i, f"{NODE_PREFIX}{i}@localhost", amqp_ports[i - 1], dist_ports[i - 1],
                            self.directory / f"node{i}") for i in range(1, nodes + 1)]
         self.start_seconds = 0.0      # how long __enter__ took: nodes booted, clustered, all running
 
@@ -193,6 +210,7 @@ class RabbitCluster:
 
     def start(self):
         started = time.monotonic()
+        kill_leftover_nodes()
         self._write_files()
         for node in self.nodes:             # in parallel: each boots standalone, then 2.. join node 1
             self._launch(node)

@@ -30,8 +30,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(300)]
 VHOST = "gaze_cluster"
 CLUSTER_JOBS = 200
 PER_REQUEST = 4              # 4 jobs every 0.5 s: the 200 jobs arrive over ~25 s, across the stop
-# 0.5 s jobs: 3 replicas finish ~5 a second, fewer than the 8 a second posted, so a backlog builds up
-GPU_SECONDS = "0.5"
+# 0.8 s jobs: 3 replicas finish under 4 a second, fewer than the 8 a second posted, so a backlog builds up
+GPU_SECONDS = "0.8"
 DONE_BEFORE_STOP = 20        # the node stops once this many jobs are done and at least as many wait
 DOWN_SECONDS = 5
 

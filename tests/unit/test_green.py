@@ -78,3 +78,23 @@ def test_a_reply_that_fails_otherwise_still_surfaces():
     _FailingPublisher.error = ValueError("bug")
     with pytest.raises(ValueError):
         _responder().send_response(1, None)
+
+
+def test_draining_a_lost_connection_raises_instead_of_reconnecting_behind_the_consumers_back(monkeypatch):
+    """kombu would open a fresh connection (the next node of a failover list) inside drain_events, without
+    the consumer's channels: the consumer would wait there for ever. A connection error instead, which the
+    consumer loops answer by reconnecting and consuming again (shared/green.py refuse_silent_reconnects)."""
+    from amqp.exceptions import RecoverableConnectionError
+    from kombu import Connection
+
+    from shared.green import refuse_silent_reconnects
+
+    refuse_silent_reconnects()
+    connection = Connection("memory://")
+    connection.connect()
+    opened = []
+    monkeypatch.setattr(Connection, "_ensure_connection", lambda self, *args, **kwargs: opened.append(self))
+    monkeypatch.setattr(connection.transport, "verify_connection", lambda _connection: False)   # the socket died
+    with pytest.raises(RecoverableConnectionError):
+        connection.drain_events(timeout=0.01)
+    assert opened == [], "a new connection was opened behind the consumer's back"

@@ -146,3 +146,29 @@ def test_a_failed_job_publishes_the_public_words_and_logs_the_detail_under_its_i
     assert payload["error"] == "a plugged-in backend says: see [internal] and [internal]"
     [record] = [r for r in caplog.records if getattr(r, "job_id", None) == "job-1"]
     assert "the operator's detail: http://10.0.0.7:8188/x" in record.getMessage()
+
+
+def test_progress_is_relayed_at_most_every_interval_with_its_latest_value(supervisor):
+    """A fast GPU reports a step every few milliseconds: relaying each would be one event per step per replica
+    for the jobs service and the broker to carry (issue 16: at 32 replicas, the job_progress queue grew to
+    14,000 and the jobs service fell behind). The latest value goes out at most every PROGRESS_INTERVAL."""
+    import eventlet
+
+    relayed = []
+    job = eventlet.spawn(supervisor.run, "job-1", SimpleNamespace(model_dump=dict),
+                         lambda value, maximum: relayed.append((value, time.monotonic())), lambda: True)
+    wait_until(lambda: "job-1" in supervisor.tickets, timeout=5, what="the job handed to the supervisor")
+    inbox = supervisor.tickets["job-1"].inbox
+    steps = 28
+    started = time.monotonic()
+    for step in range(1, steps + 1):       # the run's pace: 28 steps over ~0.56 s
+        inbox.put(("progress", step, steps))
+        eventlet.sleep(0.02)
+    inbox.put(("done", b"png", 64, 64, {}, 0.56))
+    job.wait()
+    span = time.monotonic() - started
+    assert 2 <= len(relayed) <= span / sup.PROGRESS_INTERVAL + 2, relayed
+    assert relayed[0][0] == 1                                      # the first step at once
+    gaps = [later - earlier for (_, earlier), (_, later) in zip(relayed, relayed[1:])]
+    assert min(gaps) >= sup.PROGRESS_INTERVAL * 0.9, gaps
+    assert [value for value, _ in relayed] == sorted({value for value, _ in relayed})
