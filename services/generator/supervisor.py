@@ -266,8 +266,9 @@ class WorkerSupervisor:
                 elif kind == "progress":
                     latest = tuple(fields)
                 # every step relayed would be one event per step per replica (28 a second on a fast GPU),
-                # which the jobs service and the broker pay for: the latest value, at most every interval
-                if latest is not None and latest != relayed and time.monotonic() >= next_relay:
+                # which the jobs service and the broker pay for: the latest value, at most every interval, and
+                # the last one when the job is done (a follower sees it reach its maximum)
+                if latest is not None and latest != relayed and (time.monotonic() >= next_relay or kind == "done"):
                     publish_progress(*latest)
                     relayed, next_relay = latest, time.monotonic() + PROGRESS_INTERVAL
                 if kind in ("done", "failed", "lost"):
