@@ -3,6 +3,7 @@ the line of the checkpoint the scheduler has it serve (services/generator/lines.
 import logging
 
 import eventlet
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
 from nameko.dependency_providers import Config
 from nameko.events import EventDispatcher
@@ -23,6 +24,8 @@ from services.generator.supervisor import JobCancelledByClient, WorkerLost
 log = logging.getLogger(__name__)
 REQUEUE_PAUSE_SECONDS = 2.0
 OWNER_POLL_SECONDS = 1.0     # how often a redelivered job whose earlier run still goes on asks again
+# the broker is away (stopped, restarting, a node failing over): no fault of the job's
+BROKER_ERRORS = (OperationalError, AmqpConnectionError, ConnectionError)
 
 
 class WorkConsumer(Consumer):
@@ -186,8 +189,11 @@ class GeneratorService:
     def _run(self, order, claim):
         try:
             completed = self._generate(order, claim)
-        except ClaimUnanswered:
-            raise   # handled again (WorkConsumer.handle_result): the claim decides, not us
+        except (ClaimUnanswered, *BROKER_ERRORS):
+            # handled again (WorkConsumer.handle_result), or redelivered by the broker if this connection is
+            # gone: the claim decides, not us. (A job_started that could not be announced, say, is no reason
+            # to fail the job: seen in the fault suite's RabbitMQ restart.)
+            raise
         except JobCancelledByClient:
             log.info("job %s: stopped, its client cancelled it", order.job_id,
                      extra={"job_id": order.job_id, "replica": self.replica})

@@ -10,6 +10,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from kombu.exceptions import OperationalError
 from nameko.testing.services import worker_factory
 
 from services.generator import supervisor as sup
@@ -172,3 +173,16 @@ def test_progress_is_relayed_at_most_every_interval_with_its_latest_value(superv
     gaps = [later - earlier for (_, earlier), (_, later) in zip(relayed[:-1], relayed[1:-1])]
     assert min(gaps) >= sup.PROGRESS_INTERVAL * 0.9, gaps
     assert [value for value, _ in relayed] == sorted({value for value, _ in relayed})
+
+
+@pytest.mark.parametrize("error", [OperationalError("[Errno 111] ECONNREFUSED"), ConnectionResetError(104, "reset")])
+def test_a_job_whose_start_cannot_be_announced_while_the_broker_is_away_is_not_failed(error):
+    """The broker went away as the GPU started the job: its job_started cannot be published. That is no fault of
+    the job: the handler raises (the job is handled again, or redelivered), it does not fail the job."""
+    service = worker_factory(GeneratorService, replica="gpu-3")
+    service.worker.run.side_effect = error
+    service.jobs.claim.call_async.return_value.result.return_value = {"run": True, "attempt": 1}
+    order = events.WorkOrder(job_id="4b0c9a5e-3f7e-4a57-9d8b-0a6f1c2d3e4f", spec=make_spec(), created_at=1.0)
+    with pytest.raises(type(error)):
+        service.generate(order.model_dump())
+    assert not [call for call in service.dispatch.call_args_list if call.args[0] == events.JOB_FAILED]
