@@ -35,6 +35,38 @@ log = logging.getLogger(__name__)
 SWITCH_POLL_SECONDS = 0.1    # the consumer's longest read of the connection: how late a switch may be applied
 
 
+class ArrivalOrder:
+    """The replica's jobs reach its worker in the order their messages arrived: each handler claims its job
+    first (an RPC: the green threads may overtake each other there), then waits for its turn here before
+    handing the job to the worker. A handler takes its number in the consumer's thread (delivery order) and
+    passes it on every path, once its job is with the worker or it has given up; a redelivered job passes at
+    once (it may wait long for an earlier run, and must not hold the line behind it)."""
+
+    def __init__(self):
+        self._taken = 0
+        self._lowest = 0            # every number below this one has passed
+        self._passed = set()
+        self._moved = Event()
+
+    def take(self) -> int:
+        number, self._taken = self._taken, self._taken + 1
+        return number
+
+    def wait_turn(self, number):
+        while number is not None and self._lowest < number:
+            self._moved.wait()
+
+    def passed(self, number):
+        if number is None or number < self._lowest or number in self._passed:
+            return
+        self._passed.add(number)
+        while self._lowest in self._passed:
+            self._passed.discard(self._lowest)
+            self._lowest += 1
+        moved, self._moved = self._moved, Event()
+        moved.send(True)
+
+
 class LineConsumer(QueueConsumer):
     """nameko's QueueConsumer, for the work lines (see the module's docstring)."""
 
@@ -44,6 +76,7 @@ class LineConsumer(QueueConsumer):
         self.wanted = None          # the checkpoint whose line should be (applied by the consumer's thread)
         self.in_flight = 0          # work messages delivered and not yet acked or requeued
         self.ran_dry = Event()      # sent when in_flight falls to 0
+        self.arrivals = ArrivalOrder()
 
     def setup(self):
         self.max_attempts = from_nameko(self.container.config).max_attempts
@@ -133,6 +166,10 @@ class LineSteering(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         return self
+
+    @property
+    def arrivals(self) -> ArrivalOrder:
+        return self.consumer.arrivals
 
     def started(self, job_id):
         self._running[job_id] += 1

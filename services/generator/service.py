@@ -36,7 +36,9 @@ class WorkConsumer(Consumer):
     queue_consumer = LineConsumer()
 
     def handle_message(self, body, message):
-        body = dict(body, redelivered=bool(message.delivery_info.get("redelivered")))
+        # in the consumer's thread: the arrival number is the delivery order (ArrivalOrder)
+        body = dict(body, redelivered=bool(message.delivery_info.get("redelivered")),
+                    arrival=self.queue_consumer.arrivals.take())
         super().handle_message(body, message)
 
     def setup(self):
@@ -72,7 +74,8 @@ class WorkConsumer(Consumer):
                 self.queue_consumer.requeue_message(message)
             return
         # not through handle_message above: the broker's flag is stale, this is a new attempt of ours
-        super().handle_message(dict(message.payload, redelivered=True), message)
+        super().handle_message(dict(message.payload, redelivered=True, arrival=self.queue_consumer.arrivals.take()),
+                               message)
 
 
 def _channel_open(message) -> bool:
@@ -153,16 +156,25 @@ class GeneratorService:
         claim is what fails it after GAZE_MAX_ATTEMPTS."""
         order = events.WorkOrder.model_validate(payload)
         redelivered = payload.get("redelivered", False)
-        claim = self._claim(order, redelivered)
+        arrival = payload.get("arrival")
         if redelivered:
-            claim = self._after_earlier_run(order, claim)
-            if not self._may_run(order, claim):
-                return
+            self.lines.arrivals.passed(arrival)
+        try:
+            claim = self._claim(order, redelivered)
+            if redelivered:
+                claim = self._after_earlier_run(order, claim)
+                if not self._may_run(order, claim):
+                    return
+            self._run_claimed(order, claim, arrival)
+        finally:
+            self.lines.arrivals.passed(arrival)
+
+    def _run_claimed(self, order, claim, arrival):
         # what this replica runs, told to the jobs service with each line request: a redelivered copy of
         # one of these waits instead of running twice (ClaimResult.wait)
         self.lines.started(order.job_id)
         try:
-            self._run(order, claim)
+            self._run(order, claim, arrival)
         except BaseException:
             self.lines.ended(order.job_id)
             raise
@@ -186,9 +198,9 @@ class GeneratorService:
             claim = self._claim(order, redelivered=True)
         return claim
 
-    def _run(self, order, claim):
+    def _run(self, order, claim, arrival=None):
         try:
-            completed = self._generate(order, claim)
+            completed = self._generate(order, claim, arrival)
         except (ClaimUnanswered, *BROKER_ERRORS):
             # handled again (WorkConsumer.handle_result), or redelivered by the broker if this connection is
             # gone: the claim decides, not us. (A job_started that could not be announced, say, is no reason
@@ -234,7 +246,7 @@ class GeneratorService:
             return False
         return True
 
-    def _generate(self, order, claim):
+    def _generate(self, order, claim, arrival=None):
         """The image as a JobCompleted event, or None when the claim said not to run it."""
         spec = order.spec
 
@@ -258,6 +270,9 @@ class GeneratorService:
                 log.warning("job %s: a progress event was lost with the broker: %s", order.job_id, exc,
                             extra={"job_id": order.job_id, "replica": self.replica})
 
+        self.lines.arrivals.wait_turn(arrival)
+        # its turn passes once the worker has the job: run() registers it before its first wait
+        eventlet.spawn_n(self.lines.arrivals.passed, arrival)
         image, seconds = self.worker.run(order.job_id, spec, progress, started)
         if not self._may_run(order, claim):
             return None

@@ -102,3 +102,30 @@ def test_a_job_whose_outcome_was_announced_stays_named_as_running_a_while(monkey
     assert seconds == 10.0
     later(*args)
     assert steering.running == []
+
+
+def test_jobs_reach_the_worker_in_the_order_their_messages_arrived():
+    """Two jobs arrive; the second one's claim is answered first: it still waits until the first has reached
+    the worker (or given up), so a replica starts its jobs in queue order (tests/e2e/test_steer.py saw the
+    second of four start first)."""
+    import eventlet
+
+    from services.generator.lines import ArrivalOrder
+
+    arrivals, handed = ArrivalOrder(), []
+    first, second = arrivals.take(), arrivals.take()
+
+    def hand(number):
+        arrivals.wait_turn(number)
+        handed.append(number)
+        arrivals.passed(number)
+
+    later = eventlet.spawn(hand, second)      # its claim came back first
+    eventlet.sleep(0)
+    assert handed == []                       # waits for the first
+    hand(first)
+    later.wait()
+    assert handed == [first, second]
+    arrivals.passed(second)                   # passing twice (every path passes) changes nothing
+    third = arrivals.take()
+    arrivals.wait_turn(third)                 # nothing ahead of it: at once
