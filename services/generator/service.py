@@ -154,12 +154,12 @@ class GeneratorService:
         elsewhere, a job already finished), the result is thrown away unseen: no file, no event. A
         redelivered job waits for the answer first: its last run died, perhaps of this very job, and the
         claim is what fails it after GAZE_MAX_ATTEMPTS."""
-        order = events.WorkOrder.model_validate(payload)
         redelivered = payload.get("redelivered", False)
         arrival = payload.get("arrival")
         if redelivered:
             self.lines.arrivals.passed(arrival)
         try:
+            order = events.WorkOrder.model_validate(payload)
             claim = self._claim(order, redelivered)
             if redelivered:
                 claim = self._after_earlier_run(order, claim)
