@@ -107,9 +107,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BY_COMM = {"beam.smp": "rabbitmq", "postgres": "postgres", "redis-server": "redis"}
 
 
-def _proc_ticks() -> dict:
-    """{pid: (comm, pgrp, utime + stime ticks)} for every process now alive."""
-    out = {}
+def _proc_stats():
+    """(pid, comm, the fields of /proc/<pid>/stat after comm: state, ppid, pgrp, ...) for every process now alive."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -117,9 +116,14 @@ def _proc_ticks() -> dict:
             raw = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
-        rest = raw[raw.rindex(")") + 2:].split()
-        out[int(entry.name)] = (comm, int(rest[2]), int(rest[11]) + int(rest[12]))
+        yield int(entry.name), raw[raw.index("(") + 1:raw.rindex(")")], raw[raw.rindex(")") + 2:].split()
+
+
+def _proc_ticks() -> dict:
+    """{pid: (comm, pgrp, utime + stime ticks)} for every process now alive."""
+    out = {}
+    for pid, comm, rest in _proc_stats():
+        out[pid] = (comm, int(rest[2]), int(rest[11]) + int(rest[12]))
     return out
 
 
@@ -535,15 +539,5 @@ def activity_delta(before: dict, after: dict) -> dict:
 def child_groups(parent_pids) -> set:
     """The process groups of the live children of `parent_pids`: a generator's worker process runs in a
     session of its own (services/generator/supervisor.py), so its group is not the generator's."""
-    parents, groups = set(parent_pids), set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rindex(")") + 2:].split()
-        if int(rest[1]) in parents:          # ppid
-            groups.add(int(rest[2]))         # pgrp
-    return groups
+    parents = set(parent_pids)
+    return {int(rest[2]) for _, _, rest in _proc_stats() if int(rest[1]) in parents}    # pgrp of those whose ppid
